@@ -1,0 +1,1 @@
+"""Front doors of StockPilot: command line, HTTP API, chat page and reports."""

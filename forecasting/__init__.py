@@ -1,0 +1,1 @@
+"""Demand forecasting, inventory numbers and customer analytics for StockPilot."""
