@@ -1,0 +1,353 @@
+"""Text generation behind one interface: a local Hugging Face model or an OpenAI-compatible chat endpoint.
+
+`Writer.generate(messages)` returns the whole answer; `Writer.stream(messages)` yields it in chunks. Local
+generation is greedy (deterministic for a given prompt and thread count) and serialised by a lock, since
+two generations at once on a small CPU only slow each other down.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any
+
+from llm.config import Backend, LLMSettings, get_llm_settings
+
+if TYPE_CHECKING:
+    from langchain_core.language_models import BaseChatModel
+
+    from llm.model import LoadedModel
+
+Message = dict[str, str]
+
+
+@dataclass
+class GenerationStats:
+    """How one generation went: token counts, wall time, speed and time to the first streamed text."""
+
+    prompt_tokens: int | None = None
+    new_tokens: int | None = None
+    seconds: float = 0.0
+    first_token_seconds: float | None = None
+
+    @property
+    def tokens_per_second(self) -> float | None:
+        if not self.new_tokens or self.seconds <= 0:
+            return None
+        return self.new_tokens / self.seconds
+
+    def to_dict(self) -> dict[str, Any]:
+        tps = self.tokens_per_second
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "new_tokens": self.new_tokens,
+            "seconds": round(self.seconds, 3),
+            "tokens_per_second": round(tps, 2) if tps else None,
+            "first_token_seconds": (
+                round(self.first_token_seconds, 3) if self.first_token_seconds is not None else None
+            ),
+        }
+
+
+@dataclass
+class Generation:
+    """Generated text with its statistics."""
+
+    text: str
+    stats: GenerationStats
+
+
+class TextStream:
+    """An iterator of text chunks; `.text` and `.stats` are complete once it is exhausted.
+
+    `close()` (or leaving a `with` block) stops a local generation early, e.g. when a client disconnects.
+    """
+
+    def __init__(self, chunks: Iterator[str], stats: GenerationStats, on_close: Any = None) -> None:
+        self._chunks = chunks
+        self.stats = stats
+        self._parts: list[str] = []
+        self._on_close = on_close
+        self.done = False
+
+    def __iter__(self) -> TextStream:
+        return self
+
+    def __next__(self) -> str:
+        for chunk in self._chunks:
+            if chunk:
+                self._parts.append(chunk)
+                return chunk
+        self.done = True
+        raise StopIteration
+
+    @property
+    def text(self) -> str:
+        return "".join(self._parts)
+
+    def close(self) -> None:
+        if self._on_close is not None:
+            self._on_close()
+        close = getattr(self._chunks, "close", None)
+        if close is not None:
+            close()
+
+    def __enter__(self) -> TextStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Writer(ABC):
+    """Writes an assistant reply for a list of chat messages (`{"role": ..., "content": ...}`)."""
+
+    name: str = "writer"
+    max_new_tokens: int = 160
+
+    @abstractmethod
+    def complete(self, messages: Sequence[Message], max_new_tokens: int | None = None) -> Generation:
+        """The whole reply with statistics."""
+
+    @abstractmethod
+    def stream(self, messages: Sequence[Message], max_new_tokens: int | None = None) -> TextStream:
+        """The reply as text chunks, as they are produced."""
+
+    def generate(self, messages: Sequence[Message], max_new_tokens: int | None = None) -> str:
+        """The whole reply as text (greedy, so the same prompt gives the same text)."""
+        return self.complete(messages, max_new_tokens).text
+
+
+class LocalWriter(Writer):
+    """Greedy generation with a local transformers model, using the tokenizer's chat template."""
+
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        max_new_tokens: int = 160,
+        threads: int | None = None,
+        repetition_penalty: float | None = None,
+    ) -> None:
+        self.loaded = loaded
+        self.model = loaded.model
+        self.tokenizer = loaded.tokenizer
+        self.name = loaded.source + (f"+{loaded.adapter.name}" if loaded.adapter else "")
+        self.max_new_tokens = max_new_tokens
+        self.threads = threads
+        self.repetition_penalty = repetition_penalty
+        self._lock = threading.Lock()
+        self._set_threads()
+
+    def _set_threads(self) -> None:
+        if self.threads:
+            import torch
+
+            torch.set_num_threads(self.threads)
+
+    def encode(self, messages: Sequence[Message]) -> dict[str, Any]:
+        """Prompt tensors from the chat template; control tokens inside messages are encoded as plain text."""
+        msgs = [{"role": m["role"], "content": m["content"]} for m in messages]
+        if self.tokenizer.chat_template:
+            return dict(
+                self.tokenizer.apply_chat_template(
+                    msgs,
+                    add_generation_prompt=True,
+                    return_tensors="pt",
+                    return_dict=True,
+                    sanitize_control_tokens=True,
+                )
+            )
+        # A base model without a chat template: a plain transcript ending with the assistant's turn.
+        text = "".join(f"{m['role'].capitalize()}: {m['content']}\n" for m in msgs) + "Assistant:"
+        return dict(self.tokenizer(text, return_tensors="pt"))
+
+    def _generate_kwargs(self, inputs: dict[str, Any], max_new_tokens: int | None) -> dict[str, Any]:
+        kwargs: dict[str, Any] = dict(
+            inputs,
+            max_new_tokens=max_new_tokens or self.max_new_tokens,
+            do_sample=False,
+            num_beams=1,
+            temperature=None,
+            top_p=None,
+            top_k=None,
+            pad_token_id=self.tokenizer.pad_token_id,
+        )
+        if self.repetition_penalty:
+            kwargs["repetition_penalty"] = self.repetition_penalty
+        return kwargs
+
+    def complete(self, messages: Sequence[Message], max_new_tokens: int | None = None) -> Generation:
+        import torch
+
+        inputs = self.encode(messages)
+        prompt_len = int(inputs["input_ids"].shape[1])
+        with self._lock, torch.inference_mode():
+            self._set_threads()
+            started = time.perf_counter()
+            output = self.model.generate(**self._generate_kwargs(inputs, max_new_tokens))
+            seconds = time.perf_counter() - started
+        new_ids = output[0, prompt_len:]
+        text = self.tokenizer.decode(new_ids, skip_special_tokens=True)
+        stats = GenerationStats(prompt_tokens=prompt_len, new_tokens=int(new_ids.shape[0]), seconds=seconds)
+        return Generation(text=text, stats=stats)
+
+    def stream(self, messages: Sequence[Message], max_new_tokens: int | None = None) -> TextStream:
+        import torch
+        from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
+
+        inputs = self.encode(messages)
+        stats = GenerationStats(prompt_tokens=int(inputs["input_ids"].shape[1]), new_tokens=0)
+        cancel = threading.Event()
+        errors: list[BaseException] = []
+        started = time.perf_counter()
+
+        class _Streamer(TextIteratorStreamer):
+            def put(self, value: Any) -> None:
+                if not self.next_tokens_are_prompt:
+                    if stats.first_token_seconds is None:
+                        stats.first_token_seconds = time.perf_counter() - started
+                    stats.new_tokens = (stats.new_tokens or 0) + int(value.numel())
+                super().put(value)
+
+        class _Cancel(StoppingCriteria):
+            def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+                return torch.full((input_ids.shape[0],), cancel.is_set(), dtype=torch.bool)
+
+        streamer = _Streamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        kwargs = self._generate_kwargs(inputs, max_new_tokens)
+        kwargs.update(streamer=streamer, stopping_criteria=StoppingCriteriaList([_Cancel()]))
+
+        def run() -> None:
+            nonlocal started
+            try:
+                with self._lock, torch.inference_mode():
+                    self._set_threads()
+                    started = time.perf_counter()
+                    self.model.generate(**kwargs)
+            except BaseException as exc:  # surfaced to the reader below
+                errors.append(exc)
+                streamer.end()
+            finally:
+                stats.seconds = time.perf_counter() - started
+
+        thread = threading.Thread(target=run, name="stockpilot-generate", daemon=True)
+        thread.start()
+
+        def chunks() -> Iterator[str]:
+            yield from streamer
+            thread.join()
+            if errors:
+                raise errors[0]
+
+        return TextStream(chunks(), stats, on_close=cancel.set)
+
+
+class ChatModelWriter(Writer):
+    """The same interface over a LangChain chat model (e.g. `ChatOpenAI` for vLLM, Ollama, OpenAI)."""
+
+    def __init__(
+        self, chat_model: BaseChatModel, name: str = "chat-model", max_new_tokens: int = 160
+    ) -> None:
+        self.chat_model = chat_model
+        self.name = name
+        self.max_new_tokens = max_new_tokens
+
+    @staticmethod
+    def to_langchain(messages: Sequence[Message]) -> list[Any]:
+        from langchain_core.messages import convert_to_messages
+
+        return convert_to_messages([{"role": m["role"], "content": m["content"]} for m in messages])
+
+    def _model(self, max_new_tokens: int | None) -> Any:
+        limit = max_new_tokens or self.max_new_tokens
+        fields = getattr(type(self.chat_model), "model_fields", {})
+        if "max_tokens" in fields:
+            return self.chat_model.bind(max_tokens=limit)
+        return self.chat_model
+
+    def complete(self, messages: Sequence[Message], max_new_tokens: int | None = None) -> Generation:
+        started = time.perf_counter()
+        reply = self._model(max_new_tokens).invoke(self.to_langchain(messages))
+        stats = GenerationStats(seconds=time.perf_counter() - started)
+        usage = getattr(reply, "usage_metadata", None) or {}
+        stats.prompt_tokens = usage.get("input_tokens")
+        stats.new_tokens = usage.get("output_tokens")
+        return Generation(text=_content_text(reply.content), stats=stats)
+
+    def stream(self, messages: Sequence[Message], max_new_tokens: int | None = None) -> TextStream:
+        stats = GenerationStats()
+        model = self._model(max_new_tokens)
+        lc_messages = self.to_langchain(messages)
+
+        def chunks() -> Iterator[str]:
+            started = time.perf_counter()
+            try:
+                for chunk in model.stream(lc_messages):
+                    usage = getattr(chunk, "usage_metadata", None)
+                    if usage:
+                        stats.prompt_tokens = usage.get("input_tokens")
+                        stats.new_tokens = usage.get("output_tokens")
+                    text = _content_text(chunk.content)
+                    if text and stats.first_token_seconds is None:
+                        stats.first_token_seconds = time.perf_counter() - started
+                    yield text
+            finally:
+                stats.seconds = time.perf_counter() - started
+
+        return TextStream(chunks(), stats)
+
+
+def _content_text(content: Any) -> str:
+    """LangChain message content (a string or a list of content blocks) as plain text."""
+    if isinstance(content, str):
+        return content
+    parts = []
+    for block in content or []:
+        if isinstance(block, str):
+            parts.append(block)
+        elif isinstance(block, dict) and block.get("type") == "text":
+            parts.append(str(block.get("text", "")))
+    return "".join(parts)
+
+
+def openai_chat_model(backend: Backend, settings: LLMSettings) -> BaseChatModel:
+    """`ChatOpenAI` for an OpenAI-compatible server: temperature 0, fixed seed, bounded timeout."""
+    from langchain_openai import ChatOpenAI
+
+    api_key = settings.llm_api_key or os.environ.get("OPENAI_API_KEY") or "not-needed"
+    return ChatOpenAI(
+        model=backend.model,
+        base_url=backend.base_url,
+        api_key=api_key,
+        temperature=0,
+        seed=0,
+        timeout=settings.llm_timeout,
+        max_retries=1,
+        max_tokens=settings.llm_max_new_tokens,
+        stream_usage=True,
+    )
+
+
+def load_writer(settings: LLMSettings | None = None) -> Writer:
+    """The writer `STOCKPILOT_LLM` asks for (local models are shared through `llm.model.get_model`)."""
+    settings = settings or get_llm_settings()
+    backend = settings.backend()
+    if backend.kind == "openai":
+        chat_model = openai_chat_model(backend, settings)
+        limit = settings.llm_max_new_tokens
+        return ChatModelWriter(chat_model, name=f"openai:{backend.model}", max_new_tokens=limit)
+    from llm.model import get_model
+
+    loaded = get_model(settings)
+    return LocalWriter(loaded, max_new_tokens=settings.llm_max_new_tokens, threads=settings.threads)
+
+
+@lru_cache
+def get_writer() -> Writer:
+    """The process-wide writer for the current settings."""
+    return load_writer()
