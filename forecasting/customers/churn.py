@@ -1,0 +1,188 @@
+"""Churn: will a customer buy nothing in the next 90 days? A classifier on features up to a cut-off.
+
+Training examples come from several earlier cut-offs (each label window ends on or before the
+training cut-off, so nothing from after it leaks in); validation is a time split: fit before a
+cut-off, score customers at the cut-off, compare with what they did in the following window.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from sklearn.ensemble import GradientBoostingClassifier, RandomForestClassifier
+from sklearn.metrics import average_precision_score, roc_auc_score
+
+from forecasting.customers._runtime import n_jobs
+from forecasting.customers.rfm import customer_features
+from forecasting.customers.transactions import Transactions
+from forecasting.errors import InputError
+
+CHURN_FEATURES = [
+    "recency_days",
+    "frequency",
+    "monetary",
+    "avg_order_value",
+    "interpurchase_days",
+    "product_breadth",
+    "return_rate",
+    "tenure_days",
+    "purchase_days",
+    "orders_last_30d",
+    "orders_last_90d",
+    "spend_last_90d",
+    "overdue_ratio",
+    "order_rate",
+    "home_country",
+]
+
+
+def churn_features(tx: Transactions, as_of: pd.Timestamp) -> pd.DataFrame:
+    """Features of every customer who bought before `as_of` (index customer_id, CHURN_FEATURES)."""
+    f = customer_features(tx, as_of)
+    f["overdue_ratio"] = f["recency_days"] / f["interpurchase_days"].clip(lower=1.0)
+    f["order_rate"] = f["frequency"] / f["tenure_days"].clip(lower=30.0) * 30.0
+    if "country" in f.columns and f["country"].notna().any():
+        home = f["country"].mode().iloc[0]
+        f["home_country"] = (f["country"] == home).astype(float)
+    else:
+        f["home_country"] = 1.0
+    return f[CHURN_FEATURES].astype(float)
+
+
+def churn_labels(tx: Transactions, customers: pd.Index, start: pd.Timestamp, days: int) -> pd.Series:
+    """1 when the customer made no purchase in [start, start + days), else 0."""
+    window = tx.between(start, start + pd.Timedelta(days=days))
+    active = set(window["customer_id"].unique())
+    return pd.Series([0 if c in active else 1 for c in customers], index=customers, name="churned")
+
+
+class ChurnModel:
+    """Gradient boosting (or random forest) on churn features from several past cut-offs.
+
+    `fit(tx, cutoff)` uses training cut-offs cutoff - horizon - i * step (i < n_cutoffs), each labelled
+    by the horizon after it. Fitted state: `estimator_`, `feature_importances_`, `training_cutoffs_`,
+    `n_train_`, `train_churn_rate_`.
+    """
+
+    def __init__(
+        self,
+        horizon_days: int = 90,
+        model: str = "gbm",
+        n_cutoffs: int = 3,
+        step_days: int = 30,
+        random_state: int = 0,
+    ):
+        self.horizon_days = horizon_days
+        self.model = model
+        self.n_cutoffs = n_cutoffs
+        self.step_days = step_days
+        self.random_state = random_state
+
+    def _estimator(self):
+        if self.model == "gbm":
+            return GradientBoostingClassifier(
+                n_estimators=200,
+                max_depth=3,
+                learning_rate=0.05,
+                subsample=0.8,
+                random_state=self.random_state,
+            )
+        if self.model == "rf":
+            return RandomForestClassifier(
+                n_estimators=300,
+                min_samples_leaf=10,
+                class_weight="balanced_subsample",
+                n_jobs=n_jobs(),
+                random_state=self.random_state,
+            )
+        raise InputError(f"unknown churn model {self.model!r}: use gbm or rf")
+
+    def fit(self, tx: Transactions, cutoff: pd.Timestamp | str | None = None) -> ChurnModel:
+        """Train on examples whose label windows end on or before `cutoff` (default: end of data)."""
+        cut = pd.Timestamp(cutoff) if cutoff is not None else tx.end.normalize() + pd.Timedelta(days=1)
+        frames, labels, cutoffs = [], [], []
+        for i in range(self.n_cutoffs):
+            c = cut - pd.Timedelta(days=self.horizon_days + i * self.step_days)
+            if c <= tx.start + pd.Timedelta(days=self.step_days):
+                break
+            X = churn_features(tx, c)
+            frames.append(X)
+            labels.append(churn_labels(tx, X.index, c, self.horizon_days))
+            cutoffs.append(c)
+        if not frames:
+            raise InputError(
+                f"not enough history for churn: need more than {self.horizon_days + self.step_days} days "
+                f"before {cut:%Y-%m-%d}, data starts {tx.start:%Y-%m-%d}"
+            )
+        X = pd.concat(frames)
+        y = pd.concat(labels)
+        if y.nunique() < 2:
+            raise InputError("churn labels have a single class in the training windows; cannot train")
+        self.estimator_ = self._estimator().fit(X.to_numpy(), y.to_numpy())
+        self.feature_importances_ = pd.Series(
+            self.estimator_.feature_importances_, index=CHURN_FEATURES, name="importance"
+        ).sort_values(ascending=False)
+        self.training_cutoffs_ = cutoffs
+        self.n_train_ = len(y)
+        self.train_churn_rate_ = float(y.mean())
+        return self
+
+    def predict_proba(self, tx: Transactions, as_of: pd.Timestamp | str | None = None) -> pd.Series:
+        """Churn probability per customer who bought before `as_of` (default: end of data)."""
+        ref = pd.Timestamp(as_of) if as_of is not None else tx.end.normalize() + pd.Timedelta(days=1)
+        X = churn_features(tx, ref)
+        proba = self.estimator_.predict_proba(X.to_numpy())[:, 1]
+        return pd.Series(proba, index=X.index, name="churn_probability")
+
+
+@dataclass
+class ChurnEvaluation:
+    """A time-split validation: `metrics` (JSON-ready), the fitted `model`, per-customer `scores`."""
+
+    metrics: dict
+    model: ChurnModel
+    scores: pd.DataFrame = field(repr=False)
+
+
+def evaluate_churn(
+    tx: Transactions, cutoff: pd.Timestamp | str, horizon_days: int = 90, model: str = "gbm"
+) -> ChurnEvaluation:
+    """Time split: fit on data before `cutoff`, score at `cutoff`, label by the next `horizon_days`."""
+    cut = pd.Timestamp(cutoff)
+    if cut + pd.Timedelta(days=horizon_days) > tx.end + pd.Timedelta(days=1):
+        raise InputError(
+            f"the validation window {cut:%Y-%m-%d} + {horizon_days} days runs past the data end "
+            f"{tx.end:%Y-%m-%d}"
+        )
+    past = tx.before(cut)
+    clf = ChurnModel(horizon_days=horizon_days, model=model).fit(past, cut)
+    proba = clf.predict_proba(past, cut)
+    y = churn_labels(tx, proba.index, cut, horizon_days)
+    if y.nunique() < 2:
+        raise InputError("the validation window has a single churn class; cannot compute AUC")
+    metrics = {
+        "cutoff": f"{cut:%Y-%m-%d}",
+        "horizon_days": horizon_days,
+        "model": model,
+        "customers": len(y),
+        "churn_rate": float(y.mean()),
+        "roc_auc": float(roc_auc_score(y, proba)),
+        "pr_auc": float(average_precision_score(y, proba)),
+        "training_cutoffs": [f"{c:%Y-%m-%d}" for c in clf.training_cutoffs_],
+        "n_train": clf.n_train_,
+        "feature_importances": {k: round(float(v), 4) for k, v in clf.feature_importances_.items()},
+    }
+    return ChurnEvaluation(metrics, clf, pd.DataFrame({"churn_probability": proba, "churned": y}))
+
+
+def churn_table(tx: Transactions, model: ChurnModel, as_of: pd.Timestamp | None = None) -> pd.DataFrame:
+    """Scored customers: churn_probability plus the features a reader needs, most at risk first."""
+    ref = as_of if as_of is not None else tx.end.normalize() + pd.Timedelta(days=1)
+    proba = model.predict_proba(tx, ref)
+    feats = customer_features(tx, ref)[["recency_days", "frequency", "monetary", "spend_last_90d"]]
+    out = feats.join(proba)
+    out["value_at_risk"] = out["churn_probability"] * out["spend_last_90d"]
+    out = out.reset_index().sort_values(["churn_probability", "monetary"], ascending=[False, False])
+    return out.replace([np.inf, -np.inf], np.nan).reset_index(drop=True)
