@@ -1,0 +1,651 @@
+"""`stockpilot kpis`, `recommend`, `simulate` and `leadtimes`: inventory numbers from the command line."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import typer
+
+from api.cli_common import (
+    DateColOpt,
+    ExogColsOpt,
+    FreqOpt,
+    FutureOpt,
+    IdColsOpt,
+    InputArg,
+    JsonOpt,
+    QueryOpt,
+    TargetColOpt,
+    console,
+    guarded,
+    print_json,
+    print_table,
+    split_cols,
+)
+from forecasting.data import LoadReport, future_frame, to_long
+from forecasting.errors import InputError
+from forecasting.inventory.classes import parse_class_levels
+from forecasting.inventory.inputs import InventoryDefaults, read_open_orders, read_params, resolve_params
+from forecasting.inventory.leadtime import (
+    DEFAULT_PROMISED_DAYS,
+    LeadTimeSampler,
+    lead_time_stats,
+    open_orders,
+    po_lead_times,
+)
+from forecasting.inventory.paths import forecast_paths, period_days
+from forecasting.inventory.recommend import InventoryPlanner, PolicySettings
+from forecasting.inventory.simulate import SimulationSettings, demand_matrices, simulate
+from forecasting.io import read_table, write_table
+from forecasting.store import ResultsStore
+
+# inventory options (None = use the documented default and report it as assumed)
+ForecastOpt = typer.Option(
+    None, "--forecast", help="Forecast table (unique_id, ds, yhat, yhat_lower, yhat_upper); else one is made."
+)
+ModelOpt = typer.Option(
+    "auto", "--model", help="Forecast model when no --forecast is given (auto or a name)."
+)
+HorizonOpt = typer.Option(None, "--horizon", min=1, help="Forecast periods (default: 56 D, 12 W, 4 MS).")
+StockOpt = typer.Option(
+    None,
+    "--stock",
+    help="Per-SKU table (id columns + on_hand, backorders, unit_cost, price, order_cost, holding_rate, "
+    "stockout_cost, lead_time_days, lead_time_std_days, pack_size, moq, service_level, vendor).",
+)
+OpenPosOpt = typer.Option(None, "--open-pos", help="Open purchase orders: id columns + quantity.")
+PoHistoryOpt = typer.Option(
+    None, "--po-history", help="Purchase-order history (VendorNumber, PODate, ReceivingDate/InvoiceDate)."
+)
+VendorColOpt = typer.Option("VendorNumber", "--vendor-col", help="Vendor column of the PO history.")
+PoDateColOpt = typer.Option("PODate", "--po-date-col", help="PO date column of the PO history.")
+ReceiptColOpt = typer.Option(
+    None,
+    "--receipt-col",
+    help="Receipt date column(s) of the PO history (default ReceivingDate,InvoiceDate).",
+)
+PromisedOpt = typer.Option(
+    None, "--promised-days", help=f"Promised lead time in days (default {DEFAULT_PROMISED_DAYS:g}, assumed)."
+)
+PriceColOpt = typer.Option(
+    None, "--price-col", help="INPUT column with the unit selling price (e.g. sell_price)."
+)
+LocationColOpt = typer.Option(
+    None, "--location-col", help="Id column that names the location (e.g. store_id)."
+)
+ServiceOpt = typer.Option(
+    None, "--service-level", help="One cycle service level for every SKU (default: per ABC class)."
+)
+ClassServiceOpt = typer.Option(
+    None, "--class-service", help="Service levels per ABC class, e.g. A=0.98,B=0.95,C=0.90 (the default)."
+)
+FillRateOpt = typer.Option(
+    None, "--fill-rate", help="Target fill rate: safety stock from the fill rate instead."
+)
+AbcOpt = typer.Option("pareto", "--abc-method", help="ABC classes: pareto (80/15/5 of revenue) or kmeans.")
+MaxCoverOpt = typer.Option(90.0, "--max-cover-days", help="Cap on an order quantity, in days of demand.")
+OrderCostOpt = typer.Option(None, "--order-cost", help="Cost per order (default 10).")
+HoldingOpt = typer.Option(
+    None, "--holding-rate", help="Holding cost per year as a share of unit cost (0.25)."
+)
+UnitCostOpt = typer.Option(None, "--unit-cost", help="Unit cost for all SKUs (default price x 0.7, or 1).")
+StockoutCostOpt = typer.Option(None, "--stockout-cost", help="Cost per unit short (default the lost margin).")
+LeadOpt = typer.Option(None, "--lead-time-days", help="Lead time in days (default: PO history, else 14).")
+LeadSdOpt = typer.Option(None, "--lead-time-std-days", help="Lead-time standard deviation in days (3).")
+PackOpt = typer.Option(None, "--pack-size", help="Pack size for all SKUs (default 1).")
+MoqOpt = typer.Option(None, "--moq", help="Minimum order quantity for all SKUs (default none).")
+OutputOpt = typer.Option(None, "--output", help="Write the full table (.csv, .csv.gz or .parquet).")
+DEFAULT_HORIZON = {"D": 56, "W": 12, "MS": 4}
+
+
+@dataclass
+class Loaded:
+    raw: pd.DataFrame
+    long: pd.DataFrame
+    report: LoadReport
+    freq: str
+    ids: list[str]
+    exog: list[str]
+    report_extra: list[str] = field(default_factory=list)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("kpis")(kpis)
+    app.command("recommend")(recommend)
+    app.command("simulate")(simulate_cmd)
+    app.command("leadtimes")(leadtimes)
+
+
+def _load(input: str, query, id_cols, date_col, target_col, exog_cols, freq) -> Loaded:
+    ids, exog = split_cols(id_cols), split_cols(exog_cols)
+    raw = read_table(input, query)
+    long, report, pfreq = to_long(raw, ids, date_col, target_col, exog, freq)
+    if (long["y"] < 0).any():
+        first = long.loc[long["y"] < 0, "unique_id"].iloc[0]
+        raise InputError(f"demand column {target_col!r} has negative values (e.g. series {first!r})")
+    return Loaded(raw, long, report, pfreq, ids, exog)
+
+
+def _prices(data: Loaded, price_col: str | None, date_col: str, before: pd.Timestamp | None = None):
+    """Last known selling price per SKU from INPUT's `price_col`."""
+    if not price_col:
+        return None
+    if price_col not in data.raw.columns:
+        raise InputError(f"price column {price_col!r} is not in the input")
+    raw = data.raw
+    uid = (
+        raw[data.ids].astype(str).agg("/".join, axis=1) if len(data.ids) > 1 else raw[data.ids[0]].astype(str)
+    )
+    frame = pd.DataFrame(
+        {"uid": uid, "ds": pd.to_datetime(raw[date_col]), "p": pd.to_numeric(raw[price_col], errors="coerce")}
+    )
+    if before is not None:
+        frame = frame[frame["ds"] < before]
+    frame = frame.dropna(subset=["p"]).sort_values("ds")
+    if (frame["p"] <= 0).any():
+        raise InputError(f"price column {price_col!r} has zero or negative prices")
+    return frame.groupby("uid")["p"].last()
+
+
+def _defaults(**values) -> InventoryDefaults:
+    given = {k for k, v in values.items() if v is not None}
+    kwargs = {k: v for k, v in values.items() if v is not None}
+    return InventoryDefaults(**kwargs, given=given)
+
+
+def _po_history(path, vendor_col, po_date_col, receipt_col, promised_days):
+    if not path:
+        return None, None
+    lt = po_lead_times(read_table(path), vendor_col, po_date_col, split_cols(receipt_col) or None)
+    return lt, lead_time_stats(lt, promised_days)
+
+
+def _location_part(location_col: str | None, ids: list[str]) -> int | None:
+    if location_col is None:
+        return None
+    if location_col not in ids:
+        raise InputError(f"--location-col {location_col!r} must be one of the id columns ({', '.join(ids)})")
+    return ids.index(location_col)
+
+
+def _forecast(data: Loaded, forecast: str | None, model: str, horizon: int | None, future, id_cols, date_col):
+    if forecast:
+        return read_table(forecast), f"from {forecast}"
+    from forecasting import engine
+
+    key = "W" if data.freq.startswith("W") else data.freq
+    h = horizon or DEFAULT_HORIZON.get(key, 12)
+    X_df = future_frame(read_table(future), data.ids, date_col, data.exog, data.freq) if future else None
+    names = engine.resolve_models(model)
+    if len(names) != 1:
+        raise InputError("give one model (auto or a name)")
+    result = engine.forecast(data.long, data.freq, h, names[0], X_df)
+    return result.forecast, f"{names[0]} model, {h} periods"
+
+
+def _plan(
+    data: Loaded,
+    fc: pd.DataFrame,
+    stock,
+    open_pos,
+    po_hist,
+    promised_days,
+    vendor_col,
+    po_date_col,
+    receipt_col,
+    price_col,
+    date_col,
+    location_col,
+    settings: PolicySettings,
+    defaults: InventoryDefaults,
+) -> tuple[InventoryPlanner, pd.DataFrame | None]:
+    fc = _match_forecast(fc, data)
+    stock_df = read_params(read_table(stock), data.ids) if stock else None
+    open_qty = read_open_orders(read_table(open_pos), data.ids) if open_pos else None
+    _, stats = _po_history(po_hist, vendor_col, po_date_col, receipt_col, promised_days)
+    prices = _prices(data, price_col, date_col)
+    planner = InventoryPlanner(settings, defaults).fit(
+        fc,
+        data.freq,
+        history=data.long,
+        stock=stock_df,
+        open_po=open_qty,
+        prices=prices,
+        vendor_stats=stats,
+        location_part=_location_part(location_col, data.ids),
+    )
+    return planner, stats
+
+
+def _match_forecast(fc: pd.DataFrame, data: Loaded) -> pd.DataFrame:
+    """Keep the forecast rows of the input's series; fail when they share none."""
+    if "unique_id" not in fc.columns:
+        raise InputError("forecast table is missing column(s): unique_id")
+    known = set(data.long["unique_id"].unique())
+    ids = fc["unique_id"].astype(str)
+    fc = fc[ids.isin(known)]
+    if fc.empty:
+        raise InputError("the forecast table has none of the input's series (check --id-cols)")
+    lacking = len(known) - fc["unique_id"].nunique()
+    if lacking:
+        data.report_extra.append(f"{lacking} series of the input have no forecast rows and are left out")
+    return fc
+
+
+def _settings(service_level, class_service, fill_rate, abc_method, max_cover_days) -> PolicySettings:
+    return PolicySettings(
+        service_level=service_level,
+        class_levels=parse_class_levels(class_service),
+        fill_rate=fill_rate,
+        abc_method=abc_method,
+        max_cover_days=max_cover_days,
+    )
+
+
+def _notes(data: Loaded, source: str, planner: InventoryPlanner) -> list[str]:
+    notes = [*data.report.lines(), *data.report_extra, f"forecast: {source}"]
+    notes += [f"assumed {k}: {v}" for k, v in planner.assumed_.items()]
+    return notes
+
+
+@guarded
+def kpis(
+    input: str = InputArg,
+    id_cols: str = IdColsOpt,
+    date_col: str = DateColOpt,
+    target_col: str = TargetColOpt,
+    exog_cols: str = ExogColsOpt,
+    future: str = FutureOpt,
+    freq: str = FreqOpt,
+    forecast: str = ForecastOpt,
+    model: str = ModelOpt,
+    horizon: int = HorizonOpt,
+    stock: str = StockOpt,
+    open_pos: str = OpenPosOpt,
+    po_history: str = PoHistoryOpt,
+    vendor_col: str = VendorColOpt,
+    po_date_col: str = PoDateColOpt,
+    receipt_col: str = ReceiptColOpt,
+    promised_days: float = PromisedOpt,
+    price_col: str = PriceColOpt,
+    location_col: str = LocationColOpt,
+    service_level: float = ServiceOpt,
+    class_service: str = ClassServiceOpt,
+    fill_rate: float = FillRateOpt,
+    abc_method: str = AbcOpt,
+    max_cover_days: float = MaxCoverOpt,
+    order_cost: float = OrderCostOpt,
+    holding_rate: float = HoldingOpt,
+    unit_cost: float = UnitCostOpt,
+    stockout_cost: float = StockoutCostOpt,
+    lead_time_days: float = LeadOpt,
+    lead_time_std_days: float = LeadSdOpt,
+    pack_size: float = PackOpt,
+    moq: float = MoqOpt,
+    output: Path = OutputOpt,
+    query: str = QueryOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Inventory KPIs per SKU: safety stock, reorder point, EOQ, cover, stockout risk, turnover, ABC/XYZ."""
+    planner, notes, run_id = _run_planner(locals(), "inventory_kpis")
+    table = planner.kpis_
+    if output:
+        write_table(table, output)
+    if as_json:
+        print_json(
+            {
+                "run_id": run_id,
+                "summary": planner.summary(),
+                "assumed": planner.assumed_,
+                "notes": notes,
+                "kpis": table,
+            }
+        )
+        return
+    for line in notes:
+        console.print(line)
+    show = [
+        c
+        for c in (
+            "unique_id",
+            "abc",
+            "xyz",
+            "demand_per_day",
+            "safety_stock",
+            "reorder_point",
+            "eoq",
+            "order_up_to",
+            "inventory_position",
+            "days_of_cover",
+            "stockout_prob",
+            "turnover",
+            "status",
+        )
+        if c in table.columns
+    ]
+    print_table(table[show], title=f"inventory KPIs ({len(table)} SKUs, run {run_id})", digits=2)
+
+
+@guarded
+def recommend(
+    input: str = InputArg,
+    id_cols: str = IdColsOpt,
+    date_col: str = DateColOpt,
+    target_col: str = TargetColOpt,
+    exog_cols: str = ExogColsOpt,
+    future: str = FutureOpt,
+    freq: str = FreqOpt,
+    forecast: str = ForecastOpt,
+    model: str = ModelOpt,
+    horizon: int = HorizonOpt,
+    stock: str = StockOpt,
+    open_pos: str = OpenPosOpt,
+    po_history: str = PoHistoryOpt,
+    vendor_col: str = VendorColOpt,
+    po_date_col: str = PoDateColOpt,
+    receipt_col: str = ReceiptColOpt,
+    promised_days: float = PromisedOpt,
+    price_col: str = PriceColOpt,
+    location_col: str = LocationColOpt,
+    service_level: float = ServiceOpt,
+    class_service: str = ClassServiceOpt,
+    fill_rate: float = FillRateOpt,
+    abc_method: str = AbcOpt,
+    max_cover_days: float = MaxCoverOpt,
+    order_cost: float = OrderCostOpt,
+    holding_rate: float = HoldingOpt,
+    unit_cost: float = UnitCostOpt,
+    stockout_cost: float = StockoutCostOpt,
+    lead_time_days: float = LeadOpt,
+    lead_time_std_days: float = LeadSdOpt,
+    pack_size: float = PackOpt,
+    moq: float = MoqOpt,
+    include_all: bool = typer.Option(False, "--all", help="List every SKU, not only those to order now."),
+    output: Path = OutputOpt,
+    query: str = QueryOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Order advice: what to order now (rounded to pack / MOQ) and the latest order date per SKU."""
+    params = dict(locals())
+    params.pop("include_all")
+    planner, notes, run_id = _run_planner(params, "order_advice")
+    orders = planner.orders(include_all=include_all)
+    if output:
+        write_table(orders, output)
+    if as_json:
+        print_json(
+            {
+                "run_id": run_id,
+                "summary": planner.summary(),
+                "assumed": planner.assumed_,
+                "notes": notes,
+                "orders": orders,
+            }
+        )
+        return
+    for line in notes:
+        console.print(line)
+    show = [
+        c
+        for c in (
+            "unique_id",
+            "abc",
+            "status",
+            "order_qty",
+            "latest_order_date",
+            "inventory_position",
+            "reorder_point",
+            "order_up_to",
+            "days_of_cover",
+            "stockout_prob",
+        )
+        if c in orders.columns
+    ]
+    view = orders[show].assign(latest_order_date=orders["latest_order_date"].dt.strftime("%Y-%m-%d"))
+    what = "all SKUs" if include_all else f"{len(orders)} SKUs to order now"
+    print_table(view, title=f"order advice ({what}, run {run_id})", digits=2)
+
+
+def _run_planner(p: dict, kind: str) -> tuple[InventoryPlanner, list[str], str]:
+    """Shared body of kpis and recommend: load, forecast, plan, store."""
+    data = _load(
+        p["input"], p["query"], p["id_cols"], p["date_col"], p["target_col"], p["exog_cols"], p["freq"]
+    )
+    defaults = _defaults(
+        order_cost=p["order_cost"],
+        holding_rate=p["holding_rate"],
+        unit_cost=p["unit_cost"],
+        stockout_cost=p["stockout_cost"],
+        lead_time_days=p["lead_time_days"],
+        lead_time_std_days=p["lead_time_std_days"],
+        pack_size=p["pack_size"],
+        moq=p["moq"],
+    )
+    settings = _settings(
+        p["service_level"], p["class_service"], p["fill_rate"], p["abc_method"], p["max_cover_days"]
+    )
+    fc, source = _forecast(
+        data, p["forecast"], p["model"], p["horizon"], p["future"], p["id_cols"], p["date_col"]
+    )
+    planner, stats = _plan(
+        data,
+        fc,
+        p["stock"],
+        p["open_pos"],
+        p["po_history"],
+        p["promised_days"],
+        p["vendor_col"],
+        p["po_date_col"],
+        p["receipt_col"],
+        p["price_col"],
+        p["date_col"],
+        p["location_col"],
+        settings,
+        defaults,
+    )
+    notes = _notes(data, source, planner)
+    store = ResultsStore()
+    run_params = {k: v for k, v in p.items() if k not in ("as_json",) and v is not None}
+    run_params["assumed"] = planner.assumed_
+    run_id = store.new_run(kind, run_params)
+    store.save("inventory_kpis", planner.table_, run_id)
+    if kind == "order_advice":
+        store.save("order_advice", planner.orders(include_all=True), run_id)
+    if stats is not None:
+        store.save("supplier_lead_times", stats, run_id)
+    return planner, notes, run_id
+
+
+@guarded
+def simulate_cmd(
+    input: str = InputArg,
+    id_cols: str = IdColsOpt,
+    date_col: str = DateColOpt,
+    target_col: str = TargetColOpt,
+    exog_cols: str = ExogColsOpt,
+    future: str = FutureOpt,
+    freq: str = FreqOpt,
+    test_periods: int = typer.Option(28, "--test-periods", min=2, help="Last periods of INPUT to replay."),
+    forecast: str = typer.Option(
+        None, "--forecast", help="Forecast table starting at the first test period; else one is made."
+    ),
+    model: str = ModelOpt,
+    po_history: str = PoHistoryOpt,
+    vendor: str = typer.Option(None, "--vendor", help="Draw lead times from this vendor's POs only."),
+    vendor_col: str = VendorColOpt,
+    po_date_col: str = PoDateColOpt,
+    receipt_col: str = ReceiptColOpt,
+    lead_time_days: float = typer.Option(
+        None, "--lead-time-days", help="Constant lead time in days (when no --po-history; default 14)."
+    ),
+    stock: str = StockOpt,
+    price_col: str = PriceColOpt,
+    service_level: float = typer.Option(0.95, "--service-level", help="Cycle service level of our policy."),
+    naive_window_days: int = typer.Option(
+        28, "--naive-window-days", min=1, help="Naive moving-average days."
+    ),
+    naive_cover_days: float = typer.Option(30.0, "--naive-cover-days", help="Naive reorder point in days."),
+    start: str = typer.Option("cycle", "--start", help="Initial stock: cycle (s + U*Q) or order_up_to (S)."),
+    reps: int = typer.Option(20, "--reps", min=1, help="Replications (lead-time and start draws)."),
+    seed: int = typer.Option(0, "--seed", help="Random seed."),
+    max_cover_days: float = MaxCoverOpt,
+    order_cost: float = OrderCostOpt,
+    holding_rate: float = HoldingOpt,
+    unit_cost: float = UnitCostOpt,
+    stockout_cost: float = StockoutCostOpt,
+    pack_size: float = PackOpt,
+    moq: float = MoqOpt,
+    output: Path = typer.Option(None, "--output", help="Write per-series results (.csv or .parquet)."),
+    query: str = QueryOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Replay the last TEST periods: our forecast-driven policy vs a naive 28-day-average policy."""
+    data = _load(input, query, id_cols, date_col, target_col, exog_cols, freq)
+    settings = SimulationSettings(
+        service_level=service_level,
+        naive_window_days=naive_window_days,
+        naive_cover_days=naive_cover_days,
+        start=start,
+        reps=reps,
+        seed=seed,
+        max_cover_days=max_cover_days,
+    )
+    pdays = period_days(data.freq)
+    history_periods = max(int(math.ceil(naive_window_days / pdays)), 1)
+    ids, hist, actual, first = demand_matrices(data.long, test_periods, history_periods)
+    notes = list(data.report.lines())
+    if po_history:
+        lt, _ = _po_history(po_history, vendor_col, po_date_col, receipt_col, None)
+        sampler = LeadTimeSampler(vendor).fit(lt)
+        lt_note = f"lead times drawn from {po_history}" + (f" (vendor {vendor})" if vendor else "")
+    else:
+        if vendor:
+            raise InputError("--vendor needs --po-history")
+        sampler = LeadTimeSampler.constant(lead_time_days or InventoryDefaults().lead_time_days)
+        lt_note = f"lead time constant {sampler.mean_:g} days" + ("" if lead_time_days else " (assumed)")
+    notes.append(lt_note)
+    extra = int(math.ceil(float(np.max(sampler.values_)) / pdays)) + 1
+    fc, source = _sim_forecast(data, forecast, model, test_periods + extra, first, future, date_col)
+    notes.append(f"forecast: {source}")
+    paths = forecast_paths(fc)
+    missing = ids.difference(paths.ids)
+    if len(missing):
+        raise InputError(f"the forecast has no rows for {len(missing)} series, e.g. {missing[0]!r}")
+    keep = paths.ids.get_indexer(ids)
+    paths.ids, paths.mean, paths.sigma = ids, paths.mean[keep], paths.sigma[keep]
+    paths.start = paths.start.reindex(ids)
+    if (paths.start != first).any():
+        raise InputError(f"the forecast must start on the first test date {first:%Y-%m-%d}")
+    defaults = _defaults(
+        order_cost=order_cost,
+        holding_rate=holding_rate,
+        unit_cost=unit_cost,
+        stockout_cost=stockout_cost,
+        pack_size=pack_size,
+        moq=moq,
+    )
+    stock_df = read_params(read_table(stock), data.ids) if stock else None
+    params, assumed = resolve_params(ids, defaults, stock_df, _prices(data, price_col, date_col, first))
+    for key in ("on_hand", "backorders", "open_po", "lead_time_days", "lead_time_std_days"):
+        assumed.pop(key, None)
+    result = simulate(actual, hist, paths, params, sampler, data.freq, settings)
+    result.settings["forecast"] = source
+    result.settings["first_test_date"] = first
+    store = ResultsStore()
+    run_id = store.new_run("policy_simulation", {**result.settings, "input": str(input), "assumed": assumed})
+    summary = pd.DataFrame(
+        [{"policy": k, **v} for k, v in (("policy", result.policy), ("baseline", result.baseline))]
+    )
+    store.save("simulation_summary", summary, run_id)
+    store.save("simulation_series", result.per_series, run_id)
+    if output:
+        write_table(result.per_series, output)
+    if as_json:
+        print_json({**result.to_dict(), "assumed": assumed, "notes": notes, "run_id": run_id})
+        return
+    for line in notes:
+        console.print(line)
+    for k, v in assumed.items():
+        console.print(f"assumed {k}: {v}")
+    frame = pd.DataFrame({"policy": result.policy, "baseline": result.baseline})
+    frame["change_pct"] = pd.Series(result.change_pct, dtype=float)
+    print_table(frame.reset_index(names="metric"), title=f"policy simulation (run {run_id})", digits=3)
+
+
+def _sim_forecast(data: Loaded, forecast, model, h, first, future, date_col) -> tuple[pd.DataFrame, str]:
+    """A forecast made at the start of the test window: the file given, or the engine on the history."""
+    if forecast:
+        fc = read_table(forecast)
+        fc = fc[pd.to_datetime(fc["ds"]) >= first] if "ds" in fc.columns else fc
+        return fc, f"from {forecast}"
+    from forecasting import engine
+
+    names = engine.resolve_models(model)
+    if len(names) != 1:
+        raise InputError("give one model (auto or a name)")
+    hist = data.long[data.long["ds"] < first]
+    X_df = None
+    if data.exog:
+        known = data.long.loc[data.long["ds"] >= first, ["unique_id", "ds", *data.exog]]
+        if future:
+            more = future_frame(read_table(future), data.ids, date_col, data.exog, data.freq)
+            known = pd.concat([known, more[more["ds"] > known["ds"].max()]], ignore_index=True)
+        X_df = known.sort_values(["unique_id", "ds"]).reset_index(drop=True)
+    result = engine.forecast(hist, data.freq, h, names[0], X_df)
+    return result.forecast, f"{names[0]} model at {first:%Y-%m-%d}, {h} periods"
+
+
+@guarded
+def leadtimes(
+    po_history: str = typer.Argument(..., help="Purchase-order history (CSV, CSV.GZ, Parquet or SQL URL)."),
+    vendor_col: str = VendorColOpt,
+    po_date_col: str = PoDateColOpt,
+    receipt_col: str = ReceiptColOpt,
+    promised_days: float = PromisedOpt,
+    as_of: str = typer.Option(None, "--as-of", help="Date for open POs (default: the last PO date)."),
+    output: Path = OutputOpt,
+    query: str = QueryOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Supplier lead times per vendor: mean, std, p50/p90, trend, on-time rate, open POs."""
+    lt = po_lead_times(
+        read_table(po_history, query), vendor_col, po_date_col, split_cols(receipt_col) or None
+    )
+    stats = lead_time_stats(lt, promised_days)
+    when = pd.Timestamp(as_of) if as_of else lt["po_date"].max()
+    pending = open_orders(lt, when)
+    stats["open_pos"] = stats["vendor"].map(pending["vendor"].value_counts()).fillna(0).astype(int)
+    stats.loc[stats["vendor"] == "ALL", "open_pos"] = len(pending)
+    store = ResultsStore()
+    run_id = store.new_run(
+        "lead_times", {"input": str(po_history), "as_of": when, "promised_days": promised_days}
+    )
+    store.save("supplier_lead_times", stats, run_id)
+    if output:
+        write_table(stats, output)
+    assumed = {"promised_days": DEFAULT_PROMISED_DAYS} if promised_days is None else {}
+    if as_json:
+        print_json({"run_id": run_id, "as_of": when, "assumed": assumed, "vendors": stats})
+        return
+    if assumed:
+        console.print(f"assumed promised lead time: {DEFAULT_PROMISED_DAYS:g} days (--promised-days)")
+    cols = [
+        "vendor",
+        "n_pos",
+        "mean_days",
+        "std_days",
+        "p50_days",
+        "p90_days",
+        "trend_days_per_30d",
+        "on_time_rate",
+    ]
+    view = pd.concat([stats[stats["vendor"] == "ALL"], stats[stats["vendor"] != "ALL"]])
+    print_table(
+        view[[*cols, "open_pos"]],
+        title=f"supplier lead times (as of {when:%Y-%m-%d}, run {run_id})",
+        digits=2,
+    )
