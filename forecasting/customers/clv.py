@@ -219,9 +219,11 @@ def purchase_days_between(tx: Transactions, start: pd.Timestamp, end: pd.Timesta
 def seasonal_factor(tx: Transactions, cutoff: pd.Timestamp, horizon_days: float) -> tuple[float, str]:
     """Year-over-year activity index for the forecast window, or 1.0 when a year earlier is not covered.
 
-    Index = purchase days per day in [cutoff - 365d, cutoff - 365d + horizon) divided by purchase days
-    per day over the year before the cutoff. BG/NBD assumes a constant purchase rate, so this scales
-    its counts for a seasonal window (a growing customer base biases it towards 1 from below).
+    A fixed cohort (customers who had bought before cutoff - 365 days) is followed through the year
+    before the cutoff: index = its purchase days per day in [cutoff - 365d, cutoff - 365d + horizon)
+    divided by its purchase days per day over the whole year. BG/NBD assumes a constant purchase rate,
+    so its counts for a seasonal window are scaled by this index. A fixed cohort keeps customer
+    acquisition during the year out of the index.
     """
     year_ago = cutoff - pd.Timedelta(days=365)
     window_end = year_ago + pd.Timedelta(days=float(horizon_days))
@@ -230,12 +232,19 @@ def seasonal_factor(tx: Transactions, cutoff: pd.Timestamp, horizon_days: float)
             f"no seasonal adjustment: history starts {tx.start:%Y-%m-%d}, after {year_ago:%Y-%m-%d} "
             "(a year before the cut-off)"
         )
-    window = purchase_days_between(tx, year_ago, window_end).sum() / float(horizon_days)
-    year = purchase_days_between(tx, year_ago, cutoff).sum() / 365.0
+    cohort = set(tx.lines.loc[tx.lines["ts"] < year_ago, "customer_id"])
+    if len(cohort) < 30:
+        return 1.0, f"no seasonal adjustment: only {len(cohort)} customers bought before {year_ago:%Y-%m-%d}"
+    keep = lambda s: s[s.index.isin(cohort)].sum()  # noqa: E731
+    window = keep(purchase_days_between(tx, year_ago, min(window_end, cutoff))) / float(horizon_days)
+    year = keep(purchase_days_between(tx, year_ago, cutoff)) / 365.0
     if year <= 0:
-        return 1.0, "no seasonal adjustment: no purchases in the year before the cut-off"
+        return 1.0, "no seasonal adjustment: the cohort made no purchases in the year before the cut-off"
     factor = float(window / year)
-    return factor, f"seasonal factor {factor:.3f} from the same window a year earlier"
+    return (
+        factor,
+        f"seasonal factor {factor:.3f} from the same window a year earlier ({len(cohort)} customers)",
+    )
 
 
 class LifetimeValueModel:

@@ -86,7 +86,7 @@ class _Base:
         """Co-purchase facts for `sku`: the share of its buyers who also bought each other SKU."""
         i = self._item(sku)
         buyers = self.bought_[:, i].toarray().ravel() > 0
-        co = np.asarray(self.bought_[buyers].sum(axis=0)).ravel()
+        co = np.asarray(self.bought_[buyers].sum(axis=0), dtype=np.float64).ravel()
         co[i] = 0
         top = np.argsort(-co, kind="stable")[:n]
         return pd.DataFrame(
@@ -238,7 +238,7 @@ class HybridRecommender(_Base):
 
     def similar_items(self, sku: str, n: int = 10) -> pd.DataFrame:
         i = self._item(sku)
-        cf = np.clip(self.cf_.similarity_[i], 0.0, None)
+        cf = np.clip(self.cf_.similarity_[i].astype(np.float64), 0.0, None)
         score = (1 - self.content_weight) * cf / max(cf.max(), 1e-12)
         if self.content_ is not None and self.content_weight > 0:
             ct = self.content_.similarity_[i]
@@ -259,7 +259,7 @@ def _keep_top_k(sim: np.ndarray, k: int) -> sparse.csr_matrix:
 
 
 def _top_similar(similarity: np.ndarray, items: pd.Index, i: int, n: int) -> pd.DataFrame:
-    row = np.asarray(similarity[i]).ravel()
+    row = np.asarray(similarity[i], dtype=np.float64).ravel()
     top = np.argsort(-row, kind="stable")[:n]
     top = top[row[top] > 0]
     return pd.DataFrame({"sku": items[top], "score": row[top]})
