@@ -37,9 +37,9 @@ from forecasting.inventory.leadtime import (
     open_orders,
     po_lead_times,
 )
-from forecasting.inventory.paths import forecast_paths, period_days
+from forecasting.inventory.paths import period_days
 from forecasting.inventory.recommend import InventoryPlanner, PolicySettings
-from forecasting.inventory.simulate import SimulationSettings, demand_matrices, simulate
+from forecasting.inventory.simulate import SimulationSettings, align_forecast, demand_matrices, simulate
 from forecasting.io import read_table, write_table
 from forecasting.store import ResultsStore
 
@@ -470,10 +470,15 @@ def simulate_cmd(
     future: str = FutureOpt,
     freq: str = FreqOpt,
     test_periods: int = typer.Option(28, "--test-periods", min=2, help="Last periods of INPUT to replay."),
-    forecast: str = typer.Option(
-        None, "--forecast", help="Forecast table starting at the first test period; else one is made."
+    forecast: list[str] = typer.Option(
+        None,
+        "--forecast",
+        help="Forecast table starting on a test date (repeat for refreshed forecasts); else made here.",
     ),
     model: str = ModelOpt,
+    refresh_every: int = typer.Option(
+        7, "--refresh-every", min=0, help="Re-forecast every N test periods (0: one forecast at the start)."
+    ),
     po_history: str = PoHistoryOpt,
     vendor: str = typer.Option(None, "--vendor", help="Draw lead times from this vendor's POs only."),
     vendor_col: str = VendorColOpt,
@@ -516,7 +521,7 @@ def simulate_cmd(
     )
     pdays = period_days(data.freq)
     history_periods = max(int(math.ceil(naive_window_days / pdays)), 1)
-    ids, hist, actual, first = demand_matrices(data.long, test_periods, history_periods)
+    ids, hist, actual, dates = demand_matrices(data.long, test_periods, history_periods)
     notes = list(data.report.lines())
     if po_history:
         lt, _ = _po_history(po_history, vendor_col, po_date_col, receipt_col, None)
@@ -529,17 +534,12 @@ def simulate_cmd(
         lt_note = f"lead time constant {sampler.mean_:g} days" + ("" if lead_time_days else " (assumed)")
     notes.append(lt_note)
     extra = int(math.ceil(float(np.max(sampler.values_)) / pdays)) + 1
-    fc, source = _sim_forecast(data, forecast, model, test_periods + extra, first, future, date_col)
+    forecasts, source = _sim_forecasts(
+        data, forecast, model, refresh_every, test_periods, extra, dates, future, date_col
+    )
     notes.append(f"forecast: {source}")
-    paths = forecast_paths(fc)
-    missing = ids.difference(paths.ids)
-    if len(missing):
-        raise InputError(f"the forecast has no rows for {len(missing)} series, e.g. {missing[0]!r}")
-    keep = paths.ids.get_indexer(ids)
-    paths.ids, paths.mean, paths.sigma = ids, paths.mean[keep], paths.sigma[keep]
-    paths.start = paths.start.reindex(ids)
-    if (paths.start != first).any():
-        raise InputError(f"the forecast must start on the first test date {first:%Y-%m-%d}")
+    issues = [align_forecast(fc, ids, dates) for fc in forecasts]
+    first = dates[0]
     defaults = _defaults(
         order_cost=order_cost,
         holding_rate=holding_rate,
@@ -552,7 +552,7 @@ def simulate_cmd(
     params, assumed = resolve_params(ids, defaults, stock_df, _prices(data, price_col, date_col, first))
     for key in ("on_hand", "backorders", "open_po", "lead_time_days", "lead_time_std_days"):
         assumed.pop(key, None)
-    result = simulate(actual, hist, paths, params, sampler, data.freq, settings)
+    result = simulate(actual, hist, issues, params, sampler, data.freq, settings)
     result.settings["forecast"] = source
     result.settings["first_test_date"] = first
     store = ResultsStore()
@@ -576,27 +576,34 @@ def simulate_cmd(
     print_table(frame.reset_index(names="metric"), title=f"policy simulation (run {run_id})", digits=3)
 
 
-def _sim_forecast(data: Loaded, forecast, model, h, first, future, date_col) -> tuple[pd.DataFrame, str]:
-    """A forecast made at the start of the test window: the file given, or the engine on the history."""
-    if forecast:
-        fc = read_table(forecast)
-        fc = fc[pd.to_datetime(fc["ds"]) >= first] if "ds" in fc.columns else fc
-        return fc, f"from {forecast}"
+def _sim_forecasts(
+    data: Loaded, files, model, refresh_every, test_periods, extra, dates, future, date_col
+) -> tuple[list[pd.DataFrame], str]:
+    """Forecasts issued during the test window: the files given, or the engine on the history known at
+    the start and then every `refresh_every` periods (future exogenous values from INPUT / --future)."""
+    if files:
+        return [read_table(f) for f in files], f"from {', '.join(files)}"
     from forecasting import engine
 
     names = engine.resolve_models(model)
     if len(names) != 1:
         raise InputError("give one model (auto or a name)")
-    hist = data.long[data.long["ds"] < first]
-    X_df = None
+    known = None
     if data.exog:
-        known = data.long.loc[data.long["ds"] >= first, ["unique_id", "ds", *data.exog]]
+        known = data.long.loc[data.long["ds"] >= dates[0], ["unique_id", "ds", *data.exog]]
         if future:
             more = future_frame(read_table(future), data.ids, date_col, data.exog, data.freq)
             known = pd.concat([known, more[more["ds"] > known["ds"].max()]], ignore_index=True)
-        X_df = known.sort_values(["unique_id", "ds"]).reset_index(drop=True)
-    result = engine.forecast(hist, data.freq, h, names[0], X_df)
-    return result.forecast, f"{names[0]} model at {first:%Y-%m-%d}, {h} periods"
+        known = known.sort_values(["unique_id", "ds"]).reset_index(drop=True)
+    issues = list(range(0, test_periods, refresh_every)) if refresh_every else [0]
+    out = []
+    for issued in issues:
+        cut = dates[issued]
+        X_df = None if known is None else known[known["ds"] >= cut].reset_index(drop=True)
+        h = test_periods - issued + extra
+        out.append(engine.forecast(data.long[data.long["ds"] < cut], data.freq, h, names[0], X_df).forecast)
+    when = f"issued at test periods {issues}" if len(issues) > 1 else f"issued at {dates[0]:%Y-%m-%d}"
+    return out, f"{names[0]} model, {when}"
 
 
 @guarded

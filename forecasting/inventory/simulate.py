@@ -25,7 +25,7 @@ import pandas as pd
 
 from forecasting.errors import InputError
 from forecasting.inventory.leadtime import LeadTimeSampler
-from forecasting.inventory.paths import ForecastPaths, period_days, window_sum
+from forecasting.inventory.paths import ForecastPaths, forecast_paths, period_days, window_sum
 from forecasting.inventory.policy import eoq, round_to_pack, z_value
 
 METRICS = (
@@ -84,9 +84,9 @@ class SimulationResult:
 
 def demand_matrices(
     long: pd.DataFrame, test_periods: int, history_periods: int
-) -> tuple[pd.Index, np.ndarray, np.ndarray, pd.Timestamp]:
+) -> tuple[pd.Index, np.ndarray, np.ndarray, pd.DatetimeIndex]:
     """Split a long table at its last `test_periods` dates: (ids, history (n, history_periods),
-    actual test demand (n, test_periods), first test date). Series not covering the window are dropped."""
+    actual test demand (n, test_periods), test dates). Series not covering the window are dropped."""
     dates = np.sort(long["ds"].unique())
     if len(dates) <= test_periods + 1:
         raise InputError(f"need more than {test_periods} periods of history to replay {test_periods} of them")
@@ -102,8 +102,32 @@ def demand_matrices(
         grid.index,
         hist.to_numpy(float),
         grid.iloc[:, -test_periods:].to_numpy(float),
-        pd.Timestamp(dates[-test_periods]),
+        pd.DatetimeIndex(dates[-test_periods:]),
     )
+
+
+def align_forecast(
+    fc: pd.DataFrame, ids: pd.Index, test_dates: pd.DatetimeIndex
+) -> tuple[int, ForecastPaths]:
+    """A forecast table as (issue period, paths in the row order of `ids`).
+
+    The forecast must cover every series and start on one test date (the day it is used from).
+    """
+    paths = forecast_paths(fc)
+    missing = ids.difference(paths.ids)
+    if len(missing):
+        raise InputError(f"the forecast has no rows for {len(missing)} series, e.g. {missing[0]!r}")
+    rows = paths.ids.get_indexer(ids)
+    start = paths.start.iloc[rows]
+    if start.nunique() != 1 or start.iloc[0] not in test_dates:
+        raise InputError(
+            f"a forecast must start on a test date, the same for every series "
+            f"(first test date {test_dates[0]:%Y-%m-%d})"
+        )
+    aligned = ForecastPaths(
+        ids=ids, start=pd.Series(start.to_numpy(), index=ids), mean=paths.mean[rows], sigma=paths.sigma[rows]
+    )
+    return int(test_dates.get_loc(start.iloc[0])), aligned
 
 
 def simulate(
