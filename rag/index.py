@@ -58,8 +58,8 @@ class IndexConfig:
     code_weight: float = 3.0
     candidates: int = 50  # per list, at least; 4 x k when k is larger
     ivf_min_size: int | None = 50_000  # switch flat -> IVF at this many vectors (None: always exact flat)
-    nprobe: int = 16
-    exact_filter_max: int = 4096  # filtered searches over at most this many docs score every one exactly
+    nprobe: int = 32
+    exact_filter_max: int = 512  # filtered searches over at most this many docs score every one exactly
     search_threads: int = 1  # FAISS OpenMP threads per query (more only adds overhead for one query)
     bm25_k1: float = 1.5
     bm25_b: float = 0.75
@@ -87,8 +87,8 @@ class SearchHit:
 
     doc: KBDocument
     score: float
-    dense_score: float  # cosine similarity to the query (computed for every hit)
-    lexical_score: float  # BM25 (0.0 when no query term occurs in the document)
+    dense_score: float  # cosine similarity to the query (for every hit; NaN in lexical mode)
+    lexical_score: float  # BM25 (0.0 when no query term occurs in the document; NaN in dense mode)
     dense_rank: int | None = None  # 1-based rank in each fused list, None when not in its top candidates
     lexical_rank: int | None = None
     code_rank: int | None = None
@@ -167,27 +167,46 @@ class _Dense:
         return self.index.reconstruct_batch(np.asarray(ids, dtype=np.int64))
 
     def search(
-        self, q: np.ndarray, k: int, allowed: np.ndarray | None = None
+        self, q: np.ndarray, k: int, allowed: np.ndarray | None = None, mask: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k (slots, cosine) for a (dim,) query; `allowed` restricts the search to those slots."""
+        """Top-k (slots, cosine) for a (dim,) query; `allowed` (with its bool `mask` by slot) restricts the
+        search to those slots: scored exactly when few, post-filtered when most, else by a FAISS selector."""
         k = min(k, self.ntotal)
         if k <= 0:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
-        if allowed is not None and len(allowed) <= self.cfg.exact_filter_max:
+        if allowed is None:
+            return self._search(q, k)
+        if len(allowed) <= self.cfg.exact_filter_max:
             sims = self.reconstruct(allowed) @ q
             top = np.argsort(-sims, kind="stable")[:k]
             return allowed[top], sims[top]
+        if mask is None:
+            mask = np.zeros(int(allowed.max()) + 1, dtype=bool)
+            mask[allowed] = True
+        if 2 * len(allowed) >= self.ntotal:  # broad filter: over-fetch, then filter
+            ids, sims = self._search(q, min(self.ntotal, 3 * k * self.ntotal // len(allowed) + 10))
+            keep = mask[ids]
+            if keep.sum() >= k:
+                return ids[keep][:k], sims[keep][:k]
+        selector = faiss.IDSelectorBitmap(np.packbits(mask, bitorder="little"))
+        if self.kind == "ivf":  # probe enough lists to meet about 2k allowed vectors, then all if short
+            nlist = int(self.index.nlist)
+            nprobe = min(nlist, max(self.cfg.nprobe, int(np.ceil(2 * k * nlist / len(allowed)))))
+            ids, sims = self._search(q, k, selector, nprobe)
+            if len(ids) < k and nprobe < nlist:
+                ids, sims = self._search(q, k, selector, nlist)
+            return ids, sims
+        return self._search(q, k, selector)
+
+    def _search(
+        self, q: np.ndarray, k: int, selector: Any = None, nprobe: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         params = None
         if self.kind == "ivf":
-            nprobe = self.cfg.nprobe
-            if allowed is not None:  # a selective filter leaves fewer hits per list: probe more lists
-                nprobe = int(min(self.index.nlist, nprobe * np.ceil(self.ntotal / max(len(allowed), 1))))
-            params = faiss.SearchParametersIVF(nprobe=nprobe)
-        elif allowed is not None:
+            params = faiss.SearchParametersIVF(nprobe=nprobe or self.cfg.nprobe)
+        elif selector is not None:
             params = faiss.SearchParameters()
-        selector = None
-        if allowed is not None:
-            selector = faiss.IDSelectorBatch(np.asarray(allowed, dtype=np.int64))
+        if selector is not None:
             params.sel = selector
         before = faiss.omp_get_max_threads()
         faiss.omp_set_num_threads(self.cfg.search_threads)
@@ -330,8 +349,13 @@ class HybridIndex:
                 vecs = self._embed([d.text for d in fresh])
                 stats.embedded = len(fresh)
             else:
-                vecs = np.ascontiguousarray(vectors[[row_of[d.id] for d in fresh]], dtype=np.float32)
+                vecs = np.array(vectors[[row_of[d.id] for d in fresh]], dtype=np.float32, order="C")
+                faiss.normalize_L2(vecs)
                 self._check_model()
+            if vecs.ndim != 2 or (self._dense is not None and vecs.shape[1] != self._dense.dim):
+                raise InputError(
+                    f"vectors of shape {vecs.shape} do not fit this index of dimension {self._dense.dim}"
+                )
             old = [self._slot[d.id] for d in fresh if d.id in self._slot]
             self._drop_slots(old)
             start = len(self._docs)
@@ -504,8 +528,14 @@ class HybridIndex:
         """
         if mode not in ("hybrid", "dense", "lexical"):
             raise InputError(f"unknown search mode {mode!r} (use hybrid, dense or lexical)")
-        if k <= 0 or not query.strip():
+        if k <= 0 or not query.strip() or not self._slot:
             return []
+        q = None
+        if (
+            mode != "lexical"
+        ):  # embed outside the lock: concurrent searches do not wait for each other's model
+            q = query_vector if query_vector is not None else self._query_vector(query)
+            q = np.ascontiguousarray(q, dtype=np.float32).reshape(-1)
         with self._lock:
             if not self._slot:
                 return []
@@ -515,21 +545,18 @@ class HybridIndex:
             allowed = np.flatnonzero(mask) if filters else None
             if allowed is not None and len(allowed) == 0:
                 return []
-            q = None
-            if mode != "lexical":
-                q = query_vector if query_vector is not None else self._query_vector(query)
-                q = np.ascontiguousarray(q, dtype=np.float32).reshape(-1)
 
             # (name, weight, slots best first, per-slot multipliers or None)
             lists: list[tuple[str, float, np.ndarray, np.ndarray | None]] = []
-            lex_slots, lex_scores = self._lex.scores(tokenize(query), mask)
-            lex_full = np.zeros(len(self._alive))
-            lex_full[lex_slots] = lex_scores
-            if mode != "dense" and len(lex_slots):
-                lists.append(("lexical", cfg.lexical_weight, lex_slots[_top(lex_scores, n_cand)], None))
+            lex_full = np.zeros(len(self._alive)) if mode != "dense" else np.full(len(self._alive), np.nan)
+            if mode != "dense":
+                lex_slots, lex_scores = self._lex.scores(tokenize(query), mask)
+                lex_full[lex_slots] = lex_scores
+                if len(lex_slots):
+                    lists.append(("lexical", cfg.lexical_weight, lex_slots[_top(lex_scores, n_cand)], None))
             dense_of: dict[int, float] = {}
             if q is not None:
-                d_slots, d_sims = self._dense.search(q, n_cand, allowed)  # type: ignore[union-attr]
+                d_slots, d_sims = self._dense.search(q, n_cand, allowed, mask)  # type: ignore[union-attr]
                 dense_of = dict(zip(d_slots.tolist(), d_sims.tolist(), strict=True))
                 lists.append(("dense", cfg.dense_weight, d_slots, None))
             codes: list[str] = []

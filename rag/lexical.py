@@ -96,6 +96,9 @@ class BM25Postings:
         self.n_docs = 0
         self.total_len = 0.0
         self._idf: np.ndarray | None = None
+        self._w: np.ndarray | None = None  # cached per-posting BM25 weights (see _packed_weights)
+        self._w_key: tuple = ()
+        self._merges = 0
 
     # ---------------------------------------------------------------- updates
     def add(self, slot: int, tokens: Sequence[str]) -> None:
@@ -154,6 +157,7 @@ class BM25Postings:
         np.cumsum(np.bincount(cols, minlength=n_terms), out=self.indptr[1:])
         self._d_tid, self._d_row, self._d_tf = [], [], []
         self._d_cache = None
+        self._merges += 1
 
     # ---------------------------------------------------------------- scoring
     def idf(self) -> np.ndarray:
@@ -168,10 +172,27 @@ class BM25Postings:
             self._idf = idf
         return self._idf
 
-    def postings(self, tid: int) -> tuple[np.ndarray, np.ndarray]:
+    def _weights(self, rows: np.ndarray, tf: np.ndarray) -> np.ndarray:
+        """BM25's term-frequency part tf (k1 + 1) / (tf + k1 (1 - b + b dl / avgdl)) per posting."""
+        tf = tf.astype(np.float64)
+        dl = self.doc_len[rows].astype(np.float64)
+        avgdl = self.total_len / self.n_docs
+        return tf * (self.k1 + 1) / (tf + self.k1 * (1 - self.b + self.b * dl / avgdl))
+
+    def _packed_weights(self) -> np.ndarray:
+        """`_weights` of every packed posting, cached until a document is added or removed (which moves
+        the average length) or the delta is merged: one pass over the postings, then each query only
+        slices it."""
+        key = (self.n_docs, self.total_len, len(self.rows), self._merges)
+        if self._w is None or self._w_key != key:
+            self._w = self._weights(self.rows, self.tf)
+            self._w_key = key
+        return self._w
+
+    def postings(self, tid: int, packed: bool = True) -> tuple[np.ndarray, np.ndarray]:
         """(slots, term frequencies) of one term, packed and delta together (dead slots included)."""
         rows, tf = self.rows[0:0], self.tf[0:0]
-        if tid < len(self.indptr) - 1:
+        if packed and tid < len(self.indptr) - 1:
             lo, hi = self.indptr[tid], self.indptr[tid + 1]
             rows, tf = self.rows[lo:hi], self.tf[lo:hi]
         if self._d_tid:
@@ -197,27 +218,34 @@ class BM25Postings:
         if not qtf or self.n_docs == 0:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64)
         idf = self.idf()
-        avgdl = self.total_len / self.n_docs
-        k1, b = self.k1, self.b
+        packed_w = self._packed_weights()
         all_rows, all_s = [], []
         for term, mult in qtf.items():
             tid = self.vocab[term]
-            rows, tf = self.postings(tid)
+            rows, w = self.rows[0:0], packed_w[0:0]
+            if tid < len(self.indptr) - 1:
+                lo, hi = self.indptr[tid], self.indptr[tid + 1]
+                rows, w = self.rows[lo:hi], packed_w[lo:hi]
+            if self._d_tid:  # delta postings: weights computed now
+                d_rows, d_tf = self.postings(tid, packed=False)
+                if len(d_rows):
+                    rows, w = np.concatenate([rows, d_rows]), np.concatenate([w, self._weights(d_rows, d_tf)])
             if len(rows) == 0:
                 continue
             keep = mask[rows]
-            rows, tf = rows[keep], tf[keep].astype(np.float64)
-            dl = self.doc_len[rows].astype(np.float64)
-            all_rows.append(rows)
-            all_s.append(mult * idf[tid] * (tf * (k1 + 1)) / (tf + k1 * (1 - b + b * dl / avgdl)))
+            all_rows.append(rows[keep])
+            all_s.append((mult * idf[tid]) * w[keep])
         if not all_rows:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64)
-        rows = np.concatenate(all_rows)
-        s = np.concatenate(all_s)
         if len(all_rows) == 1:
-            return rows, s
-        uniq, inv = np.unique(rows, return_inverse=True)
-        return uniq, np.bincount(inv, weights=s, minlength=len(uniq))
+            return all_rows[0], all_s[0]
+        rows = np.concatenate(all_rows)
+        if len(rows) == 0:
+            return rows, np.zeros(0, dtype=np.float64)
+        # sum per slot with bincount (linear time; np.unique would sort every posting)
+        n = int(rows.max()) + 1
+        touched = np.flatnonzero(np.bincount(rows, minlength=n))
+        return touched, np.bincount(rows, weights=np.concatenate(all_s), minlength=n)[touched]
 
     @property
     def nbytes(self) -> int:
@@ -227,6 +255,7 @@ class BM25Postings:
             + self.tf.nbytes
             + self.doc_len.nbytes
             + self.df.nbytes
+            + (self._w.nbytes if self._w is not None else 0)
             + 24 * len(self._d_tid)
         )
 

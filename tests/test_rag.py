@@ -399,8 +399,15 @@ def test_ivf_switch_update_and_reload_without_reembedding(retail, tmp_path):
     assert [h.doc.id for h in hits] == [docs[i].id for i in exact]
     index.remove([docs[17].id])
     assert index.search("x", k=1, mode="dense", query_vector=q)[0].doc.id != docs[17].id
-    filtered = index.search("x", k=3, mode="dense", query_vector=q, filters={"store": "S_3"})
-    assert filtered and all(h.doc.metadata["store"] == "S_3" for h in filtered)
+    # filtered dense search, each path against brute force: exact scoring of few docs, FAISS selector,
+    # over-fetch + post-filter for broad filters
+    live = np.array([d.id in index for d in docs])
+    for max_exact, stores in ((4096, ["S_3"]), (10, ["S_3"]), (10, [f"S_{i}" for i in range(6)])):
+        index.config.exact_filter_max = max_exact
+        ok = live & np.array([d.metadata["store"] in stores for d in docs])
+        expected = [docs[i].id for i in np.flatnonzero(ok)[np.argsort(-(vecs[ok] @ q))][:4]]
+        hits = index.search("x", k=4, mode="dense", query_vector=q, filters={"store": stores})
+        assert [h.doc.id for h in hits] == expected
     index.save(tmp_path / "ivf")
     again = HybridIndex.load(tmp_path / "ivf")
     assert again.dense_kind == "ivf" and again.size == 1199
