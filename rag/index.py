@@ -451,7 +451,7 @@ class HybridIndex:
                 values.extend(str(x) for x in v if x is not None)
             elif v is not None and v != "":
                 values.append(str(v))
-        exact = {v.casefold() for v in values}
+        exact = {v.lower() for v in values}
         parts = {p for v in exact if "/" in v for p in v.split("/") if p} - exact
         return exact, parts
 
@@ -561,8 +561,10 @@ class HybridIndex:
                 lists.append(("dense", cfg.dense_weight, d_slots, None))
             codes: list[str] = []
             if mode == "hybrid":
-                codes = code_tokens(query)
+                cased = code_tokens(query, keep_case=True)
+                codes = list(dict.fromkeys(c.lower() for c in cased))
                 strength = self._code_strength(codes, mask)
+                self._case_bonus(strength, cased)
                 matched = np.flatnonzero(strength)
                 if len(matched):
                     prior = np.zeros(len(self._alive))
@@ -615,6 +617,25 @@ class HybridIndex:
                     strength[self._lex.postings(tid)[0]] += 1
         strength[~mask] = 0
         return strength
+
+    def _case_bonus(self, strength: np.ndarray, cased: Sequence[str]) -> None:
+        """Among tied best code matches, +1 for a document whose code has the query's exact case (Online
+        Retail has both 84534B and 84534b, two different products)."""
+        if not strength.any():
+            return
+        top = np.flatnonzero(strength == strength.max())
+        if not 1 < len(top) <= 256:
+            return
+        wanted = set(cased)
+        for slot in top.tolist():
+            doc = self._docs[slot]
+            assert doc is not None
+            values = [
+                parse_id(doc.id)[1],
+                *(str(doc.metadata.get(f)) for f in CODE_FIELDS if doc.metadata.get(f)),
+            ]
+            if wanted.intersection(values) or wanted.intersection(p for v in values for p in v.split("/")):
+                strength[slot] += 1
 
     def _codes_of(self, slot: int, doc: KBDocument, codes: Sequence[str]) -> tuple[str, ...]:
         """The query codes this document matched (for explaining a hit)."""

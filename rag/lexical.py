@@ -43,17 +43,31 @@ def tokenize(text: str) -> list[str]:
     return out
 
 
-def code_tokens(text: str) -> list[str]:
+CODE_CUES = frozenset("supplier vendor sku item product code store category dept department".split())
+"""Words after which the next token names a code whatever its shape ("supplier 2", "store 7")."""
+
+
+def code_tokens(text: str, keep_case: bool = False) -> list[str]:
     """Tokens of `text` that look like identifiers (SKU, store, supplier codes), whole and their '/' parts.
 
     A code holds a digit, is not an ISO date, and is at least 2 characters long, or 3 when it is all digits
-    (so "14 days" names no supplier 14).
+    (so "14 days" names no supplier 14); right after a cue word ("supplier 2", "store 7") any token with a
+    digit counts. Lower-cased unless `keep_case`.
     """
     out: list[str] = []
-    for tok in _WORD.findall(text.lower()):
-        for cand in [tok, *tok.split("/")] if "/" in tok else [tok]:
-            if cand not in out and _looks_like_code(cand):
-                out.append(cand)
+    prev = ""
+    for m in _WORD.finditer(text):
+        raw = m.group()
+        tok = raw.lower()
+        cued = prev in CODE_CUES
+        prev = tok
+        pairs = (
+            zip([tok, *tok.split("/")], [raw, *raw.split("/")], strict=True) if "/" in tok else [(tok, raw)]
+        )
+        for cand, orig in pairs:
+            value = orig if keep_case else cand
+            if value not in out and (_looks_like_code(cand) or (cued and any(c.isdigit() for c in cand))):
+                out.append(value)
     return out
 
 

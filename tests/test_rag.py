@@ -43,11 +43,12 @@ def retail() -> pd.DataFrame:
 
 
 def sku_sheets(retail: pd.DataFrame, n: int = 40) -> list[KBDocument]:
-    """Fact sheets for the n best-selling Online Retail SKUs (85123A is among them), numbers from the data."""
+    """Fact sheets for the n best-selling Online Retail SKUs (85123A is among them), numbers from the data,
+    plus 84534B and 84534b: two real stock codes differing only in case, with the same description."""
     g = retail.groupby("StockCode").agg(
         desc=("Description", "first"), units=("Quantity", "sum"), price=("UnitPrice", "median")
     )
-    top = g.sort_values("units", ascending=False).head(n)
+    top = pd.concat([g.sort_values("units", ascending=False).head(n), g.loc[["84534B", "84534b"]]])
     docs = []
     for code, row in top.iterrows():
         weekly = row.units / 53
@@ -87,7 +88,7 @@ def m5_sheets() -> list[KBDocument]:
     return docs
 
 
-def supplier_sheets(vendors: tuple[int, ...] = (4466, 105, 480, 1392)) -> list[KBDocument]:
+def supplier_sheets(vendors: tuple[int, ...] = (4466, 105, 480, 1392, 2)) -> list[KBDocument]:
     po = pd.read_csv(DATA / "bibitor" / "InvoicePurchases12312016.csv", parse_dates=["PODate", "InvoiceDate"])
     po = po[po["VendorNumber"].isin(vendors)]
     docs = []
@@ -172,6 +173,8 @@ def test_tokens_keep_codes_whole_and_split():
         toks
     )
     assert "the" not in toks and "and" not in toks
+    assert code_tokens("supplier 2 is late", keep_case=True) == ["2"]
+    assert code_tokens("Forecast 84534B/ST_04", keep_case=True) == ["84534B/ST_04", "84534B", "ST_04"]
     assert code_tokens("lead time 14 days for supplier 4466 on 2011-12-05, sku 85123A in CA_1") == [
         "4466",
         "85123a",
@@ -224,6 +227,9 @@ def test_exact_code_ranks_the_right_document_first(kb, corpus):
     hits = kb.search("how is FOODS_3_080 selling in TX_1", k=3)
     assert hits[0].doc.id == "sku:FOODS_3_080/TX_1"
     assert kb.search("lead time of supplier 4466", k=1)[0].doc.id == "supplier:4466"
+    assert kb.search("lead time of supplier 2", k=1)[0].doc.id == "supplier:2"  # short code after a cue word
+    assert kb.search("84534b stock", k=1)[0].doc.id == "sku:84534b"  # exact case wins the tie
+    assert kb.search("84534B stock", k=1)[0].doc.id == "sku:84534B"
     # dense alone does not know codes; the fused ranking does
     dense_top = kb.search("85123A", k=1, mode="dense")[0].doc.id
     assert kb.search("85123A", k=1)[0].doc.id == "sku:85123A"
@@ -249,7 +255,7 @@ def test_filters_on_metadata(kb):
     hits = kb.search("sales", k=10, filters={"store": "tx_1"})
     assert hits and all(h.doc.metadata["store"] == "TX_1" for h in hits)
     hits = kb.search("lead time", k=10, filters={"type": ["supplier", "report"]})
-    assert {h.doc.metadata["type"] for h in hits} <= {"supplier", "report"} and len(hits) == 5
+    assert {h.doc.metadata["type"] for h in hits} <= {"supplier", "report"} and len(hits) == 6
     assert kb.search("anything", k=3, filters={"type": "no-such-type"}) == []
 
 
