@@ -131,23 +131,23 @@ def _load(input: str, query, id_cols, date_col, target_col, exog_cols, freq) -> 
 
 
 def _prices(data: Loaded, price_col: str | None, date_col: str, before: pd.Timestamp | None = None):
-    """Last known selling price per SKU from INPUT's `price_col`."""
+    """Last known positive selling price per SKU from INPUT's `price_col`."""
     if not price_col:
         return None
     if price_col not in data.raw.columns:
         raise InputError(f"price column {price_col!r} is not in the input")
     raw = data.raw
-    uid = (
-        raw[data.ids].astype(str).agg("/".join, axis=1) if len(data.ids) > 1 else raw[data.ids[0]].astype(str)
-    )
+    uid = raw[data.ids[0]].astype(str)
+    for col in data.ids[1:]:
+        uid = uid + "/" + raw[col].astype(str)
     frame = pd.DataFrame(
         {"uid": uid, "ds": pd.to_datetime(raw[date_col]), "p": pd.to_numeric(raw[price_col], errors="coerce")}
     )
     if before is not None:
         frame = frame[frame["ds"] < before]
-    frame = frame.dropna(subset=["p"]).sort_values("ds")
-    if (frame["p"] <= 0).any():
-        raise InputError(f"price column {price_col!r} has zero or negative prices")
+    frame = frame[frame["p"] > 0].sort_values("ds", kind="stable")  # empty, zero or negative: not a price
+    if frame.empty:
+        raise InputError(f"price column {price_col!r} has no positive prices")
     return frame.groupby("uid")["p"].last()
 
 
