@@ -37,7 +37,7 @@ from forecasting.inventory.leadtime import (
     open_orders,
     po_lead_times,
 )
-from forecasting.inventory.paths import period_days
+from forecasting.inventory.paths import period_days, with_residual_sigma
 from forecasting.inventory.recommend import InventoryPlanner, PolicySettings
 from forecasting.inventory.simulate import SimulationSettings, align_forecast, demand_matrices, simulate
 from forecasting.io import read_table, write_table
@@ -46,6 +46,11 @@ from forecasting.store import ResultsStore
 # inventory options (None = use the documented default and report it as assumed)
 ForecastOpt = typer.Option(
     None, "--forecast", help="Forecast table (unique_id, ds, yhat, yhat_lower, yhat_upper); else one is made."
+)
+ResidualsOpt = typer.Option(
+    None,
+    "--residuals",
+    help="Backtest errors (unique_id, y, yhat): demand sigma from them instead of the forecast interval.",
 )
 ModelOpt = typer.Option(
     "auto", "--model", help="Forecast model when no --forecast is given (auto or a name)."
@@ -262,6 +267,7 @@ def kpis(
     future: str = FutureOpt,
     freq: str = FreqOpt,
     forecast: str = ForecastOpt,
+    residuals: str = ResidualsOpt,
     model: str = ModelOpt,
     horizon: int = HorizonOpt,
     stock: str = StockOpt,
@@ -340,6 +346,7 @@ def recommend(
     future: str = FutureOpt,
     freq: str = FreqOpt,
     forecast: str = ForecastOpt,
+    residuals: str = ResidualsOpt,
     model: str = ModelOpt,
     horizon: int = HorizonOpt,
     stock: str = StockOpt,
@@ -431,6 +438,9 @@ def _run_planner(p: dict, kind: str) -> tuple[InventoryPlanner, list[str], str]:
     fc, source = _forecast(
         data, p["forecast"], p["model"], p["horizon"], p["future"], p["id_cols"], p["date_col"]
     )
+    if p["residuals"]:
+        fc = with_residual_sigma(fc, read_table(p["residuals"]))
+        source += f", sigma from the errors in {p['residuals']}"
     planner, stats = _plan(
         data,
         fc,
@@ -475,6 +485,7 @@ def simulate_cmd(
         "--forecast",
         help="Forecast table starting on a test date (repeat for refreshed forecasts); else made here.",
     ),
+    residuals: str = ResidualsOpt,
     model: str = ModelOpt,
     refresh_every: int = typer.Option(
         7, "--refresh-every", min=0, help="Re-forecast every N test periods (0: one forecast at the start)."
@@ -537,6 +548,10 @@ def simulate_cmd(
     forecasts, source = _sim_forecasts(
         data, forecast, model, refresh_every, test_periods, extra, dates, future, date_col
     )
+    if residuals:
+        errors = read_table(residuals)
+        forecasts = [with_residual_sigma(fc, errors) for fc in forecasts]
+        source += f", sigma from the errors in {residuals}"
     notes.append(f"forecast: {source}")
     issues = [align_forecast(fc, ids, dates) for fc in forecasts]
     first = dates[0]

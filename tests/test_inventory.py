@@ -21,7 +21,7 @@ from forecasting.inventory.classes import (
 )
 from forecasting.inventory.inputs import InventoryDefaults, read_params, resolve_params
 from forecasting.inventory.leadtime import LeadTimeSampler, lead_time_stats, open_orders, po_lead_times
-from forecasting.inventory.paths import forecast_paths
+from forecasting.inventory.paths import forecast_paths, with_residual_sigma
 from forecasting.inventory.policy import (
     eoq,
     newsvendor,
@@ -313,6 +313,18 @@ def test_service_targets_by_class_and_fill_rate_basis(m5_long):
     assert np.allclose(fill["safety_stock"], fill["safety_stock_fill_rate"])
     kmeans = InventoryPlanner(PolicySettings(abc_method="kmeans")).fit(fc, "D", history=m5_long).table_
     assert set(kmeans["abc"]) <= {"A", "B", "C"}
+
+
+def test_sigma_from_backtest_residuals(m5_long):
+    end = m5_long["ds"].max()
+    past = profile_forecast(m5_long, end - pd.Timedelta(days=27), 28)  # a backtest over the last 28 days
+    errors = past.merge(m5_long[["unique_id", "ds", "y"]], on=["unique_id", "ds"])
+    fc = with_residual_sigma(profile_forecast(m5_long, end + pd.Timedelta(days=1), 28), errors)
+    sd = (errors["y"] - errors["yhat"]).groupby(errors["unique_id"]).std()
+    assert np.allclose(fc.groupby("unique_id")["sigma"].first(), sd.reindex(sorted(sd.index)))
+    stock = pd.DataFrame({"unique_id": sd.index, "lead_time_days": 7.0, "lead_time_std_days": 0.0})
+    t = InventoryPlanner().fit(fc, "D", stock=read_params(stock, ["unique_id"])).table_.set_index("unique_id")
+    assert np.allclose(t["ltd_std"], np.sqrt(7) * sd.reindex(t.index))
 
 
 def test_bad_inventory_inputs_are_clear(m5_long, bibitor_lt):

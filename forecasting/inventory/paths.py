@@ -94,6 +94,24 @@ def forecast_paths(fc: pd.DataFrame, level: float = 0.90) -> ForecastPaths:
     return ForecastPaths(ids=pd.Index(ids, name="unique_id"), start=start, mean=mean, sigma=sd)
 
 
+def with_residual_sigma(fc: pd.DataFrame, residuals: pd.DataFrame, level: float = 0.90) -> pd.DataFrame:
+    """Add a `sigma` column to a forecast table: each series' standard deviation of backtest errors
+    (`residuals` has unique_id, y, yhat, e.g. cross-validation output); series without at least 2
+    errors keep the interval-implied sigma."""
+    missing = [c for c in ("unique_id", "y", "yhat") if c not in residuals.columns]
+    if missing:
+        raise InputError(f"residual table is missing column(s): {', '.join(missing)}")
+    err = pd.to_numeric(residuals["y"], errors="coerce") - pd.to_numeric(residuals["yhat"], errors="coerce")
+    if err.isna().any():
+        raise InputError("residual table has empty or non-numeric y / yhat values")
+    g = err.groupby(residuals["unique_id"].astype(str).to_numpy())
+    sd = g.std().where(g.size() >= 2)
+    out = fc.copy()
+    fallback = sigma_from_interval(out["yhat_lower"], out["yhat_upper"], level)
+    out["sigma"] = out["unique_id"].astype(str).map(sd).fillna(pd.Series(fallback, index=out.index))
+    return out
+
+
 def group_codes(values: pd.Series | np.ndarray) -> tuple[np.ndarray, pd.Index]:
     """Integer codes and unique labels of `values` (labels in first-seen order).
 
