@@ -619,8 +619,8 @@ class HybridIndex:
         return strength
 
     def _case_bonus(self, strength: np.ndarray, cased: Sequence[str]) -> None:
-        """Among tied best code matches, +1 for a document whose code has the query's exact case (Online
-        Retail has both 84534B and 84534b, two different products)."""
+        """Among tied best code matches, +1 per query code that a document's codes hold in the query's exact
+        case (Online Retail has both 84534B and 84534b, two different products)."""
         if not strength.any():
             return
         top = np.flatnonzero(strength == strength.max())
@@ -634,8 +634,8 @@ class HybridIndex:
                 parse_id(doc.id)[1],
                 *(str(doc.metadata.get(f)) for f in CODE_FIELDS if doc.metadata.get(f)),
             ]
-            if wanted.intersection(values) or wanted.intersection(p for v in values for p in v.split("/")):
-                strength[slot] += 1
+            present = set(values).union(p for v in values for p in v.split("/"))
+            strength[slot] += len(wanted & present)
 
     def _codes_of(self, slot: int, doc: KBDocument, codes: Sequence[str]) -> tuple[str, ...]:
         """The query codes this document matched (for explaining a hit)."""

@@ -422,3 +422,27 @@ def test_ivf_switch_update_and_reload_without_reembedding(retail, tmp_path):
     ]
     code_hit = again.search(f"what about T{1100:05d}", k=1, query_vector=q)[0]
     assert code_hit.doc.id == "sku:T01100"
+
+
+def test_code_rules_exact_beats_partial_and_mention():
+    """Code matching alone (the dense vectors are placeholders, passed in): exact metadata > '/' part >
+    mention in text, exact case breaks ties, and a code only mentioned still ranks its document."""
+    sheets = [
+        make_document(
+            "sku", f"{c}/{st}", f"{c}/{st}: Fairy Cake Notebook A5 Size at store {st}.", item=c, store=st
+        )
+        for c in ("84534B", "84534b")
+        for st in ("ST_04", "ST_05")
+    ]
+    report = make_document("report", "2011-12-05", "Weekly report: 84534B/ST_05 sold out on Tuesday.")
+    docs = [*sheets, report]
+    vecs = np.eye(len(docs), 384, dtype=np.float32)
+    index = HybridIndex(config=IndexConfig(ivf_min_size=None))
+    index.upsert(docs, vectors=vecs)
+    q = vecs[-1]  # the query vector points at the report: codes must still win
+    assert index.search("forecast for 84534B/ST_04", k=1, query_vector=q)[0].doc.id == "sku:84534B/ST_04"
+    assert index.search("forecast for 84534b/ST_04", k=1, query_vector=q)[0].doc.id == "sku:84534b/ST_04"
+    top = index.search("84534B/ST_05", k=3, query_vector=q)
+    assert [h.doc.id for h in top[:2]] == ["sku:84534B/ST_05", "sku:84534b/ST_05"]
+    assert "report:2011-12-05" in [h.doc.id for h in index.search("84534B/ST_05", k=4, query_vector=q)]
+    assert index.search("what sold out in 2011-12-05", k=1, query_vector=q)[0].doc.id == "report:2011-12-05"
