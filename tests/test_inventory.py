@@ -421,6 +421,12 @@ def test_simulation_on_m5_responds_to_service_level(sim_inputs):
     assert high.policy["fill_rate"] > low.policy["fill_rate"]
     # the baseline does not depend on our service level (same draws, same rules)
     assert high.baseline == low.baseline
+    full = simulate(
+        actual, hist, [issue], params, sampler, "D", SimulationSettings(reps=8, start="order_up_to")
+    )
+    mid = simulate(actual, hist, [issue], params, sampler, "D", SimulationSettings(reps=8))
+    assert full.policy["avg_inventory"] > mid.policy["avg_inventory"]
+    assert full.baseline["avg_inventory"] > mid.baseline["avg_inventory"]
     more_cover = simulate(
         actual, hist, [issue], params, sampler, "D", SimulationSettings(reps=8, naive_cover_days=60)
     )

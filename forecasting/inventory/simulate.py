@@ -259,7 +259,7 @@ def _replay(
     R, n, T = lt.shape
     up_to = s_level + q
     first = s_level[None, :, 0] + (u if start == "cycle" else 1.0) * q[None, :, 0]
-    on_hand = np.ceil(first - 1e-9)
+    on_hand = np.ceil(np.broadcast_to(first, (R, n)) - 1e-9)
     on_order = np.zeros((R, n))
     arrivals = np.zeros((R, n, T + int(lt.max()) + 1))
     closing = np.zeros((R, n, T))
