@@ -22,12 +22,6 @@ from api.cli_common import (
     print_json,
     print_table,
 )
-from forecasting.customers.anomalies import OrderAnomalyDetector
-from forecasting.customers.churn import ChurnModel, churn_table, evaluate_churn
-from forecasting.customers.clv import LifetimeValueModel
-from forecasting.customers.recommend import METHODS, evaluate_recommenders, make_recommender
-from forecasting.customers.rfm import customer_features
-from forecasting.customers.segments import CustomerSegmenter
 from forecasting.customers.transactions import (
     TransactionColumns,
     Transactions,
@@ -106,6 +100,9 @@ def segments_cmd(
     json_out: bool = JsonOpt,
 ) -> None:
     """RFM + behavioural segments (K-means, k chosen by silhouette), named from their centroids."""
+    from forecasting.customers.rfm import customer_features
+    from forecasting.customers.segments import CustomerSegmenter
+
     cols = TransactionColumns(
         invoice_col, customer_col, date_col, sku_col, quantity_col, price_col, description_col
     )
@@ -161,6 +158,8 @@ def clv_cmd(
     json_out: bool = JsonOpt,
 ) -> None:
     """Lifetime value: BG/NBD purchases and Gamma-Gamma spend over the next --months per customer."""
+    from forecasting.customers.clv import LifetimeValueModel
+
     cols = TransactionColumns(
         invoice_col, customer_col, date_col, sku_col, quantity_col, price_col, description_col
     )
@@ -238,6 +237,8 @@ def churn_cmd(
     json_out: bool = JsonOpt,
 ) -> None:
     """Churn risk per customer, with a time-split validation (the last --horizon-days held out)."""
+    from forecasting.customers.churn import ChurnModel, churn_table, evaluate_churn
+
     cols = TransactionColumns(
         invoice_col, customer_col, date_col, sku_col, quantity_col, price_col, description_col
     )
@@ -297,13 +298,15 @@ def recommend_cmd(
     ),
     sku: str | None = typer.Option(None, "--sku", help="What else do buyers of this SKU take?"),
     n: int = typer.Option(10, "--n", min=1, max=100, help="Recommendations per customer or SKU."),
-    method: str = typer.Option("hybrid", "--method", help=f"One of {', '.join(METHODS)}."),
+    method: str = typer.Option("hybrid", "--method", help="popular, itemitem, content or hybrid."),
     evaluate: bool = typer.Option(
         False, "--evaluate", help="Also run the time-split evaluation (last 90 days)."
     ),
     json_out: bool = JsonOpt,
 ) -> None:
     """Products to recommend per customer, or items bought together with a SKU (--sku)."""
+    from forecasting.customers.recommend import evaluate_recommenders, make_recommender
+
     cols = TransactionColumns(
         invoice_col, customer_col, date_col, sku_col, quantity_col, price_col, description_col
     )
@@ -377,6 +380,8 @@ def anomalies_cmd(
     json_out: bool = JsonOpt,
 ) -> None:
     """Unusual orders (Isolation Forest), each explained by its most unusual features."""
+    from forecasting.customers.anomalies import OrderAnomalyDetector
+
     cols = TransactionColumns(
         invoice_col, customer_col, date_col, sku_col, quantity_col, price_col, description_col
     )
