@@ -62,7 +62,11 @@ StockOpt = typer.Option(
     help="Per-SKU table (id columns + on_hand, backorders, unit_cost, price, order_cost, holding_rate, "
     "stockout_cost, lead_time_days, lead_time_std_days, pack_size, moq, service_level, vendor).",
 )
-OpenPosOpt = typer.Option(None, "--open-pos", help="Open purchase orders: id columns + quantity.")
+OpenPosOpt = typer.Option(
+    None,
+    "--open-pos",
+    help="Open purchase orders: id columns + quantity (rows with a ReceivingDate are done).",
+)
 PoHistoryOpt = typer.Option(
     None, "--po-history", help="Purchase-order history (VendorNumber, PODate, ReceivingDate/InvoiceDate)."
 )

@@ -19,7 +19,7 @@ from forecasting.inventory.classes import (
     parse_class_levels,
     xyz_classes,
 )
-from forecasting.inventory.inputs import InventoryDefaults, read_params, resolve_params
+from forecasting.inventory.inputs import InventoryDefaults, read_open_orders, read_params, resolve_params
 from forecasting.inventory.leadtime import LeadTimeSampler, lead_time_stats, open_orders, po_lead_times
 from forecasting.inventory.paths import forecast_paths, with_residual_sigma
 from forecasting.inventory.policy import (
@@ -344,6 +344,16 @@ def test_bad_inventory_inputs_are_clear(m5_long, bibitor_lt):
         resolve_params(ids, InventoryDefaults(), read_params(vendors, ["unique_id"]), vendor_stats=stats)
     with pytest.raises(InputError, match="missing column"):
         forecast_paths(fc.drop(columns="yhat_upper"))
+
+
+def test_open_orders_from_a_purchase_extract(data_dir):
+    lines = pd.read_csv(data_dir / "bibitor" / "PurchasesFINAL12312016_PARTIAL.csv.gz").head(40)
+    lines.loc[lines.index[:5], "ReceivingDate"] = None  # five lines not received yet
+    open_qty = read_open_orders(lines, ["InventoryId"])
+    expected = lines.head(5).groupby("InventoryId")["Quantity"].sum()
+    assert open_qty.sort_index().to_dict() == expected.sort_index().astype(float).to_dict()
+    with pytest.raises(InputError, match="negative quantity"):
+        read_open_orders(lines.assign(Quantity=-1), ["InventoryId"])
 
 
 def test_vendor_lead_times_flow_into_sku_parameters(m5_long, bibitor_lt):

@@ -115,10 +115,23 @@ def read_params(table: pd.DataFrame, id_cols: list[str]) -> pd.DataFrame:
 
 
 def read_open_orders(table: pd.DataFrame, id_cols: list[str], qty_col: str = "quantity") -> pd.Series:
-    """Open purchase orders (id columns + quantity) -> open quantity per unique_id."""
+    """Open purchase orders (id columns + quantity) -> open quantity per unique_id.
+
+    A purchase-order extract with a receiving date column (ReceivingDate or receipt_date) may be given
+    as is: only its rows without a receiving date are still open.
+    """
+    if qty_col not in table.columns and "Quantity" in table.columns:
+        qty_col = "Quantity"
     missing = [c for c in [*id_cols, qty_col] if c not in table.columns]
     if missing:
         raise InputError(f"open purchase orders are missing column(s): {', '.join(missing)}")
+    for col in ("ReceivingDate", "receipt_date"):
+        if col in table.columns:
+            received = table[col].notna() & (table[col].astype(str).str.strip() != "")
+            table = table[~received]
+            break
+    if table.empty:
+        return pd.Series(dtype=float, name="open_po")
     qty = pd.to_numeric(table[qty_col], errors="coerce")
     if qty.isna().any():
         raise InputError(f"open purchase orders: column {qty_col!r} has empty or non-numeric quantities")
