@@ -138,11 +138,11 @@ def test_segments_k_by_silhouette_named_and_stable(tx):
 # --- lifetime value -------------------------------------------------------------------------------
 
 
-def _simulate_bgnbd(n: int, r: float, alpha: float, a: float, b: float, seed: int):
+def _simulate_bgnbd(n: int, r: float, alpha: float, a: float, b: float, seed: int, weeks=(27, 39)):
     """Purchase histories from the BG/NBD story itself, with CDNOW-like calibration lengths (weeks)."""
     rng = np.random.default_rng(seed)
     lam, p = rng.gamma(r, 1 / alpha, n), rng.beta(a, b, n)
-    T = np.round(rng.uniform(27, 39, n) * 7) / 7
+    T = np.round(rng.uniform(weeks[0], weeks[1], n) * 7) / 7
     x, t_x, t = np.zeros(n), np.zeros(n), np.zeros(n)
     alive = np.ones(n, dtype=bool)
     while alive.any():
@@ -161,6 +161,9 @@ def test_bgnbd_reproduces_the_published_cdnow_example():
     assert model.expected_purchases(39, [2], [30.43], [38.86])[0] == pytest.approx(1.226, abs=5e-4)
     assert model.prob_alive([0], [0], [38.86])[0] == 1.0
     assert 0 < model.prob_alive([2], [5.0], [38.86])[0] < model.prob_alive([2], [38.0], [38.86])[0] < 1
+    # E[X(t)] for a new customer agrees with the mean of histories simulated from the same story.
+    x, _, _ = _simulate_bgnbd(40000, 0.243, 4.414, 0.793, 2.426, seed=5, weeks=(39, 39))
+    assert model.expected_purchases_new(39) == pytest.approx(x.mean(), rel=0.04)
 
 
 def test_bgnbd_recovers_the_published_parameters_from_simulated_data():
