@@ -87,8 +87,8 @@ class SearchHit:
 
     doc: KBDocument
     score: float
-    dense_score: float  # cosine similarity to the query (for every hit; NaN in lexical mode)
-    lexical_score: float  # BM25 (0.0 when no query term occurs in the document; NaN in dense mode)
+    dense_score: float | None  # cosine similarity to the query (every hit; None in lexical mode)
+    lexical_score: float | None  # BM25 (0.0 when no query term occurs in it; None in dense mode)
     dense_rank: int | None = None  # 1-based rank in each fused list, None when not in its top candidates
     lexical_rank: int | None = None
     code_rank: int | None = None
@@ -548,7 +548,7 @@ class HybridIndex:
 
             # (name, weight, slots best first, per-slot multipliers or None)
             lists: list[tuple[str, float, np.ndarray, np.ndarray | None]] = []
-            lex_full = np.zeros(len(self._alive)) if mode != "dense" else np.full(len(self._alive), np.nan)
+            lex_full = np.zeros(len(self._alive))
             if mode != "dense":
                 lex_slots, lex_scores = self._lex.scores(tokenize(query), mask)
                 lex_full[lex_slots] = lex_scores
@@ -588,8 +588,8 @@ class HybridIndex:
                     SearchHit(
                         doc=doc,
                         score=float(fused[s]),
-                        dense_score=float(dense_of.get(s, float("nan"))),
-                        lexical_score=float(lex_full[s]),
+                        dense_score=float(dense_of[s]) if s in dense_of else None,
+                        lexical_score=float(lex_full[s]) if mode != "dense" else None,
                         dense_rank=ranks.get("dense", {}).get(s),
                         lexical_rank=ranks.get("lexical", {}).get(s),
                         code_rank=ranks.get("code", {}).get(s),
