@@ -2,8 +2,8 @@
 
 - Dense: all-MiniLM-L6-v2 unit vectors in `IndexIDMap2(IndexFlatIP)` (exact cosine) keyed by an int64
   slot per document; from `ivf_min_size` vectors on (default 50,000) it switches once, without re-embedding,
-  to `IndexIVFFlat` (inner product, sqrt(n) lists, `nprobe` probed), which keeps p95 search time flat as the
-  knowledge base grows. Both support `remove_ids`, so updates never rebuild.
+  to `IndexIVFFlat` (inner product, about sqrt(n) lists, `nprobe` probed; `retrain_dense()` re-clusters),
+  which keeps search time flat as the knowledge base grows. Both support `remove_ids`: updates never rebuild.
 - Lexical: BM25 (rank-bm25's Okapi formula) over an inverted index, scored on the query terms' postings.
 - Codes: a query token that names a code (85123A, FOODS_3_080/CA_1, 4466) and equals a document's
   sku/item/store/supplier/category metadata or its id key, or appears as a code in its text, ranks that
@@ -142,8 +142,17 @@ class _Dense:
         """Move every vector (old and new) into a freshly trained IVF index; no text is re-embedded."""
         old_ids = faiss.vector_to_array(self.index.id_map).astype(np.int64)
         old = self.index.index.reconstruct_n(0, self.ntotal) if self.ntotal else np.zeros((0, self.dim))
-        ids = np.concatenate([old_ids, new_ids]).astype(np.int64)
-        vecs = np.ascontiguousarray(np.concatenate([old, new_vecs]), dtype=np.float32)
+        self._train_ivf(np.concatenate([old_ids, new_ids]), np.concatenate([old, new_vecs]))
+
+    def retrain(self, ids: np.ndarray) -> None:
+        """Re-cluster an IVF index over its current vectors (`ids`: every live slot), e.g. after it grew
+        well past the size it was trained at; a flat index needs nothing."""
+        if self.kind == "ivf" and len(ids):
+            self._train_ivf(ids, self.reconstruct(ids))
+
+    def _train_ivf(self, ids: np.ndarray, vecs: np.ndarray) -> None:
+        ids = np.asarray(ids, dtype=np.int64)
+        vecs = np.ascontiguousarray(vecs, dtype=np.float32)
         nlist = max(1, min(int(np.sqrt(len(ids))), len(ids) // 39, 4096))  # >= 39 training points a list
         quantizer = faiss.IndexFlatIP(self.dim)
         ivf = faiss.IndexIVFFlat(quantizer, self.dim, nlist, faiss.METRIC_INNER_PRODUCT)
@@ -373,6 +382,13 @@ class HybridIndex:
             self._dense.add(slots, vecs)
             self._lex.maybe_merge(self._alive)
         return stats
+
+    def retrain_dense(self) -> None:
+        """Re-cluster the IVF lists over the current vectors (no re-embedding); worth it after the index
+        has grown several-fold since it switched to IVF. A flat index is left as it is."""
+        with self._lock:
+            if self._dense is not None:
+                self._dense.retrain(np.flatnonzero(self._alive))
 
     def remove(self, doc_ids: Iterable[str]) -> int:
         """Remove documents by id (unknown ids are ignored); returns how many were removed."""

@@ -414,6 +414,9 @@ def test_ivf_switch_update_and_reload_without_reembedding(retail, tmp_path):
         expected = [docs[i].id for i in np.flatnonzero(ok)[np.argsort(-(vecs[ok] @ q))][:4]]
         hits = index.search("x", k=4, mode="dense", query_vector=q, filters={"store": stores})
         assert [h.doc.id for h in hits] == expected
+    before = [h.doc.id for h in index.search("x", k=5, mode="dense", query_vector=q)]
+    index.retrain_dense()  # re-cluster over the live vectors: same exact results at nprobe >= nlist
+    assert [h.doc.id for h in index.search("x", k=5, mode="dense", query_vector=q)] == before
     index.save(tmp_path / "ivf")
     again = HybridIndex.load(tmp_path / "ivf")
     assert again.dense_kind == "ivf" and again.size == 1199
