@@ -2,7 +2,27 @@
 
 Every command reads an invoice-line table (CSV, CSV.GZ, Parquet or SQL), cleans it with the rules in
 `forecasting.customers.transactions`, saves its results in the results store (one run per call) and
-prints a table, or JSON with --json.
+prints a table, or JSON with --json. JSON shapes (every one also carries "run_id"):
+
+- segments: {"k", "silhouette", "silhouette_by_k": {k: s}, "customers", "segments": [{"id", "name",
+  "size", "centroid": {feature: value}}]}  (store: customer_segments, segment_summary, segment_centroids)
+- clv: {"cutoff", "horizon_months", "horizon_days", "params": {r, alpha, a, b, p, q, v}, "season_factor",
+  "season_note", "totals": {"customers", "expected_purchases", "expected_value"}, "customers": [{
+  "customer_id", "frequency", "recency", "T", "p_alive", "expected_purchases", "expected_spend",
+  "expected_value"}]}  (store: customer_clv)
+- churn: {"as_of", "horizon_days", "model", "validation": {"cutoff", "customers", "churn_rate", "roc_auc",
+  "pr_auc", "training_cutoffs", "n_train", ...}, "feature_importances": {feature: share},
+  "customers_scored", "expected_churn_rate", "customers": [{"customer_id", "recency_days", "frequency",
+  "monetary", "spend_last_90d", "churn_probability", "value_at_risk"}]}  (store: customer_churn)
+- recommend --sku S: {"method", "n", "sku", "description", "buyers", "similar": [{"sku", "description",
+  "score"}], "also_bought": [{"sku", "description", "buyers_both", "share_of_buyers"}]}
+- recommend [--customer C ...]: {"method", "n", "customers", "recommendations": [{"customer_id", "rank",
+  "sku", "description", "score"}]}  (all customers when none is given, the first --top shown;
+  store: recommendations); --evaluate adds "evaluation": {"cutoff", "results": [{"method",
+  "hit_rate_at_N", "recall_at_N", "precision_at_N", "customers", "lift_vs_popular"}]} with N = --n
+- anomalies: {"orders", "contamination", "threshold", "flagged", "top": [{"rank", "invoice",
+  "customer_id", "ts", "value", "quantity", "n_lines", "hour", "anomaly_score", "is_anomaly",
+  "top_features", "reasons"}]}  (store: order_anomalies, the flagged orders)
 """
 
 from __future__ import annotations
@@ -302,6 +322,7 @@ def recommend_cmd(
     evaluate: bool = typer.Option(
         False, "--evaluate", help="Also run the time-split evaluation (last 90 days)."
     ),
+    top: int = typer.Option(3, "--top", min=1, help="Without --customer: how many customers' lists to show."),
     json_out: bool = JsonOpt,
 ) -> None:
     """Products to recommend per customer, or items bought together with a SKU (--sku)."""
@@ -336,7 +357,9 @@ def recommend_cmd(
             {"recommendations": recs},
         )
         result.update(
-            customers=len(targets), run_id=run_id, recommendations=recs if customer else recs.head(3 * n)
+            customers=len(targets),
+            run_id=run_id,
+            recommendations=recs if customer else recs[recs["customer_id"].isin(targets[:top])],
         )
     if evaluate:
         cutoff = tx.end.normalize() + pd.Timedelta(days=1) - pd.Timedelta(days=90)
@@ -355,7 +378,9 @@ def recommend_cmd(
         console.print(
             f"{method} recommendations for {result['customers']:,} customers, run {result['run_id']}"
         )
-        print_table(result["recommendations"], title="Recommendations", max_rows=3 * n)
+        print_table(
+            result["recommendations"], title="Recommendations", max_rows=len(result["recommendations"])
+        )
     if evaluate:
         print_table(
             result["evaluation"]["results"],
