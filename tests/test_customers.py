@@ -20,7 +20,7 @@ from forecasting.customers.churn import CHURN_FEATURES, churn_labels, evaluate_c
 from forecasting.customers.clv import BetaGeoNBD, GammaGamma, clv_summary, evaluate_holdout
 from forecasting.customers.recommend import HybridRecommender, evaluate_recommenders
 from forecasting.customers.rfm import FEATURES, customer_features
-from forecasting.customers.segment_demand import compare_segment_forecasts
+from forecasting.customers.segment_demand import _statsforecast, compare_segment_forecasts, weekly_demand
 from forecasting.customers.segments import CustomerSegmenter
 from forecasting.customers.transactions import TransactionColumns, clean_transactions
 from forecasting.errors import InputError
@@ -287,6 +287,15 @@ def test_segment_split_demand_forecast_is_compared(tx):
     later = tx.between(CUTOFF, pd.Timestamp(CUTOFF) + pd.Timedelta(weeks=13))
     actual = later[later["sku"].isin(res.per_sku["unique_id"])]["quantity"].sum()
     assert res.forecasts["y"].sum() == pytest.approx(actual)
+
+
+def test_statsforecast_fallback_forecasts_every_series(tx):
+    lines = tx.lines[tx.lines["sku"].isin(tx.lines["sku"].value_counts().index[:3])]
+    weekly = weekly_demand(lines[lines["ts"] < CUTOFF], "W-FRI", ["sku"])
+    for model in ("tsb", "ets"):
+        fc = _statsforecast(weekly, "W-FRI", 4, model)
+        assert len(fc) == 12 and set(fc["unique_id"]) == set(weekly["unique_id"])
+        assert (fc["yhat"] >= 0).all() and fc["ds"].min() > weekly["ds"].max()
 
 
 # --- command line ---------------------------------------------------------------------------------
