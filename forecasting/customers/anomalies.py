@@ -20,16 +20,6 @@ ORDER_FEATURES = [
     "quantity_vs_usual",
     "lines_vs_usual",
 ]
-FEATURE_LABELS = {
-    "log_value": "order value",
-    "log_quantity": "units",
-    "log_lines": "lines",
-    "log_avg_unit_price": "average unit price",
-    "hour": "hour of day",
-    "value_vs_usual": "value vs the customer's usual order",
-    "quantity_vs_usual": "units vs the customer's usual order",
-    "lines_vs_usual": "lines vs the customer's usual order",
-}
 
 
 def order_features(tx: Transactions) -> pd.DataFrame:

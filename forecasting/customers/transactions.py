@@ -17,7 +17,7 @@ Rules, in order:
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from functools import cached_property
 
 import numpy as np
@@ -195,10 +195,3 @@ def _drop_voided(lines: pd.DataFrame, returns: pd.DataFrame) -> tuple[pd.DataFra
 def report_lines(report: dict[str, int]) -> list[str]:
     """Human-readable summary of what cleaning removed."""
     return [f"{k.replace('_', ' ')}: {v:,}" for k, v in report.items()]
-
-
-def columns_from_options(**names: str | None) -> TransactionColumns:
-    """Build TransactionColumns from CLI options, keeping defaults for options left unset."""
-    base = asdict(TransactionColumns())
-    base.update({k: v for k, v in names.items() if v is not None})
-    return TransactionColumns(**base)
