@@ -50,7 +50,7 @@ ForecastOpt = typer.Option(
 ResidualsOpt = typer.Option(
     None,
     "--residuals",
-    help="Backtest errors (unique_id, y, yhat): demand sigma from them instead of the forecast interval.",
+    help="Backtest errors (unique_id, ds, y, yhat[, cutoff]): sigma from lead-time error sums.",
 )
 ModelOpt = typer.Option(
     "auto", "--model", help="Forecast model when no --forecast is given (auto or a name)."
@@ -421,6 +421,18 @@ def recommend(
     print_table(view, title=f"order advice ({what}, run {run_id})", digits=2)
 
 
+def _lead_periods(errors: pd.DataFrame, lead_time_days, po_history, p: dict, freq: str) -> float | None:
+    """Lead time (periods) over which residual errors are summed: the option, else the PO history's
+    pooled mean, else the default; None when the residuals have no dates."""
+    if "ds" not in errors.columns:
+        return None
+    days = lead_time_days
+    if days is None and po_history:
+        _, stats = _po_history(po_history, p["vendor_col"], p["po_date_col"], p["receipt_col"], None)
+        days = float(stats.loc[stats["vendor"] == "ALL", "mean_days"].iloc[0])
+    return (days or InventoryDefaults().lead_time_days) / period_days(freq)
+
+
 def _run_planner(p: dict, kind: str) -> tuple[InventoryPlanner, list[str], str]:
     """Shared body of kpis and recommend: load, forecast, plan, store."""
     data = _load(
@@ -443,7 +455,9 @@ def _run_planner(p: dict, kind: str) -> tuple[InventoryPlanner, list[str], str]:
         data, p["forecast"], p["model"], p["horizon"], p["future"], p["id_cols"], p["date_col"]
     )
     if p["residuals"]:
-        fc = with_residual_sigma(fc, read_table(p["residuals"]))
+        errors = read_table(p["residuals"])
+        lead = _lead_periods(errors, p["lead_time_days"], p["po_history"], p, data.freq)
+        fc = with_residual_sigma(fc, errors, lead)
         source += f", sigma from the errors in {p['residuals']}"
     planner, stats = _plan(
         data,
@@ -554,7 +568,8 @@ def simulate_cmd(
     )
     if residuals:
         errors = read_table(residuals)
-        forecasts = [with_residual_sigma(fc, errors) for fc in forecasts]
+        lead = sampler.mean_ / pdays if "ds" in errors.columns else None
+        forecasts = [with_residual_sigma(fc, errors, lead) for fc in forecasts]
         source += f", sigma from the errors in {residuals}"
     notes.append(f"forecast: {source}")
     issues = [align_forecast(fc, ids, dates) for fc in forecasts]

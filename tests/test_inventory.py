@@ -325,6 +325,14 @@ def test_sigma_from_backtest_residuals(m5_long):
     stock = pd.DataFrame({"unique_id": sd.index, "lead_time_days": 7.0, "lead_time_std_days": 0.0})
     t = InventoryPlanner().fit(fc, "D", stock=read_params(stock, ["unique_id"])).table_.set_index("unique_id")
     assert np.allclose(t["ltd_std"], np.sqrt(7) * sd.reindex(t.index))
+    # lead-time errors: RMS of the errors summed over 7 consecutive days (bias and autocorrelation kept)
+    lt = with_residual_sigma(
+        profile_forecast(m5_long, end + pd.Timedelta(days=1), 28), errors, lead_periods=7
+    )
+    one = errors[errors["unique_id"] == sd.index[0]].sort_values("ds")
+    week_sums = (one["y"] - one["yhat"]).rolling(7).sum().dropna()
+    got = lt.loc[lt["unique_id"] == sd.index[0], "sigma"].iloc[0] * np.sqrt(7)
+    assert got == pytest.approx(np.sqrt((week_sums**2).mean()))
 
 
 def test_bad_inventory_inputs_are_clear(m5_long, bibitor_lt):

@@ -94,18 +94,40 @@ def forecast_paths(fc: pd.DataFrame, level: float = 0.90) -> ForecastPaths:
     return ForecastPaths(ids=pd.Index(ids, name="unique_id"), start=start, mean=mean, sigma=sd)
 
 
-def with_residual_sigma(fc: pd.DataFrame, residuals: pd.DataFrame, level: float = 0.90) -> pd.DataFrame:
-    """Add a `sigma` column to a forecast table: each series' standard deviation of backtest errors
-    (`residuals` has unique_id, y, yhat, e.g. cross-validation output); series without at least 2
-    errors keep the interval-implied sigma."""
+def with_residual_sigma(
+    fc: pd.DataFrame, residuals: pd.DataFrame, lead_periods: float | None = None, level: float = 0.90
+) -> pd.DataFrame:
+    """Add a `sigma` column (per period) to a forecast table from backtest errors.
+
+    `residuals` has unique_id, y, yhat (e.g. cross-validation output, or past forecasts against what
+    was sold). Without `lead_periods`: each series' standard deviation of its errors. With it (and a
+    `ds` column; windows told apart by `cutoff` when present): the root mean square of the errors
+    summed over every run of `lead_periods` consecutive periods, divided by sqrt(lead_periods), so
+    that sqrt(L) * sigma is the observed lead-time forecast error, bias and error autocorrelation
+    included. Series with too few errors keep the interval-implied sigma.
+    """
     missing = [c for c in ("unique_id", "y", "yhat") if c not in residuals.columns]
     if missing:
         raise InputError(f"residual table is missing column(s): {', '.join(missing)}")
     err = pd.to_numeric(residuals["y"], errors="coerce") - pd.to_numeric(residuals["yhat"], errors="coerce")
     if err.isna().any():
         raise InputError("residual table has empty or non-numeric y / yhat values")
-    g = err.groupby(residuals["unique_id"].astype(str).to_numpy())
-    sd = g.std().where(g.size() >= 2)
+    uid = residuals["unique_id"].astype(str).to_numpy()
+    if lead_periods is None:
+        g = err.groupby(uid)
+        sd = g.std().where(g.size() >= 2)
+    else:
+        if "ds" not in residuals.columns:
+            raise InputError("residual table needs a ds column for lead-time errors")
+        span = max(int(round(lead_periods)), 1)
+        window = residuals["cutoff"].astype(str).to_numpy() if "cutoff" in residuals.columns else ""
+        frame = pd.DataFrame(
+            {"uid": uid, "w": window, "ds": pd.to_datetime(residuals["ds"]), "e": err.to_numpy()}
+        )
+        frame = frame.sort_values(["uid", "w", "ds"])
+        sums = frame.groupby(["uid", "w"], sort=False)["e"].rolling(span, min_periods=span).sum().dropna()
+        rms = (sums**2).groupby(level=0).mean() ** 0.5
+        sd = rms.where(sums.groupby(level=0).size() >= 2) / np.sqrt(span)
     out = fc.copy()
     fallback = sigma_from_interval(out["yhat_lower"], out["yhat_upper"], level)
     out["sigma"] = out["unique_id"].astype(str).map(sd).fillna(pd.Series(fallback, index=out.index))
