@@ -566,10 +566,12 @@ class HybridIndex:
             lists: list[tuple[str, float, np.ndarray, np.ndarray | None]] = []
             lex_full = np.zeros(len(self._alive))
             if mode != "dense":
-                lex_slots, lex_scores = self._lex.scores(tokenize(query), mask)
-                lex_full[lex_slots] = lex_scores
-                if len(lex_slots):
-                    lists.append(("lexical", cfg.lexical_weight, lex_slots[_top(lex_scores, n_cand)], None))
+                lex_mask = None if not filters and self._lex.clean else mask
+                lex_full = self._lex.score_array(tokenize(query), lex_mask, len(self._alive))
+                top = _top(lex_full, n_cand)
+                top = top[lex_full[top] > 0]
+                if len(top):
+                    lists.append(("lexical", cfg.lexical_weight, top, None))
             dense_of: dict[int, float] = {}
             if q is not None:
                 d_slots, d_sims = self._dense.search(q, n_cand, allowed, mask)  # type: ignore[union-attr]
@@ -788,7 +790,7 @@ class HybridIndex:
 def _top(scores: np.ndarray, n: int) -> np.ndarray:
     """Indices of the n largest scores, best first."""
     if len(scores) > n:
-        part = np.argpartition(-scores, n - 1)[:n]
+        part = np.argpartition(scores, len(scores) - n)[-n:]  # no negated copy of a long array
         return part[np.argsort(-scores[part], kind="stable")]
     return np.argsort(-scores, kind="stable")
 

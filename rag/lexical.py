@@ -113,6 +113,7 @@ class BM25Postings:
         self._w: np.ndarray | None = None  # cached per-posting BM25 weights (see _packed_weights)
         self._w_key: tuple = ()
         self._merges = 0
+        self._removed = 0  # documents removed since the last merge (their postings are still packed)
 
     # ---------------------------------------------------------------- updates
     def add(self, slot: int, tokens: Sequence[str]) -> None:
@@ -144,6 +145,7 @@ class BM25Postings:
     def remove(self, slot: int, tokens: Sequence[str]) -> None:
         """Forget a live document (its postings stay until the next merge; the caller masks the slot)."""
         self.n_docs -= 1
+        self._removed += 1
         self.total_len -= float(self.doc_len[slot])
         tids = [self.vocab[t] for t in set(tokens) if t in self.vocab]
         self.df[tids] -= 1
@@ -172,6 +174,7 @@ class BM25Postings:
         self._d_tid, self._d_row, self._d_tf = [], [], []
         self._d_cache = None
         self._merges += 1
+        self._removed = 0
 
     # ---------------------------------------------------------------- scoring
     def idf(self) -> np.ndarray:
@@ -222,18 +225,21 @@ class BM25Postings:
                 rows, tf = np.concatenate([rows, d_row[sel]]), np.concatenate([tf, d_tf[sel]])
         return rows, tf
 
-    def scores(self, tokens: Iterable[str], mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """BM25 scores of the documents in `mask` (bool by slot) holding at least one query token.
+    @property
+    def clean(self) -> bool:
+        """No postings of removed documents left: a search without filters needs no alive mask."""
+        return self._removed == 0
 
-        Returns (slots, scores), unsorted. A token repeated in the query counts once per repeat, as in
-        rank-bm25.
-        """
+    def score_array(self, tokens: Iterable[str], mask: np.ndarray | None, n: int) -> np.ndarray:
+        """BM25 scores by slot (length `n`, 0 for documents holding no query token), only for documents in
+        `mask` (bool by slot; None: all, valid when `clean`). A token repeated in the query counts once per
+        repeat, as in rank-bm25."""
+        out = np.zeros(n)
         qtf = Counter(t for t in tokens if t in self.vocab)
         if not qtf or self.n_docs == 0:
-            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64)
+            return out
         idf = self.idf()
         packed_w = self._packed_weights()
-        all_rows, all_s = [], []
         for term, mult in qtf.items():
             tid = self.vocab[term]
             rows, w = self.rows[0:0], packed_w[0:0]
@@ -246,20 +252,17 @@ class BM25Postings:
                     rows, w = np.concatenate([rows, d_rows]), np.concatenate([w, self._weights(d_rows, d_tf)])
             if len(rows) == 0:
                 continue
-            keep = mask[rows]
-            all_rows.append(rows[keep])
-            all_s.append((mult * idf[tid]) * w[keep])
-        if not all_rows:
-            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64)
-        if len(all_rows) == 1:
-            return all_rows[0], all_s[0]
-        rows = np.concatenate(all_rows)
-        if len(rows) == 0:
-            return rows, np.zeros(0, dtype=np.float64)
-        # sum per slot with bincount (linear time; np.unique would sort every posting)
-        n = int(rows.max()) + 1
-        touched = np.flatnonzero(np.bincount(rows, minlength=n))
-        return touched, np.bincount(rows, weights=np.concatenate(all_s), minlength=n)[touched]
+            if mask is not None:
+                keep = mask[rows]
+                rows, w = rows[keep], w[keep]
+            out[rows] += (mult * idf[tid]) * w  # a slot occurs once per term: no repeated indices
+        return out
+
+    def scores(self, tokens: Iterable[str], mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(slots, BM25 scores) of the documents in `mask` with a positive score, in slot order."""
+        full = self.score_array(tokens, mask, len(self.doc_len))
+        slots = np.flatnonzero(full > 0)
+        return slots, full[slots]
 
     @property
     def nbytes(self) -> int:
