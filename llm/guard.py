@@ -182,8 +182,8 @@ def _words(text: str) -> list[str]:
 
 def leaks_prompt(text: str, secrets: Iterable[str], span: int = 8) -> bool:
     """True when `text` repeats `span` consecutive words of a secret (the rules, the prompt's headings)."""
-    if re.search(r"<<\s*(?:END\s+)?DATA\b", text, re.IGNORECASE):  # echoed data markers
-        return True
+    if re.search(r"</?\s*(?:documents|question)\s*>|^\s*Facts \(JSON\)", text, re.IGNORECASE | re.MULTILINE):
+        return True  # the prompt's own data tags or heading echoed back
     words = _words(text)
     if len(words) < span:
         return False
