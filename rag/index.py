@@ -568,8 +568,8 @@ class HybridIndex:
             if mode != "dense":
                 lex_mask = None if not filters and self._lex.clean else mask
                 lex_full = self._lex.score_array(tokenize(query), lex_mask, len(self._alive))
-                top = _top(lex_full, n_cand)
-                top = top[lex_full[top] > 0]
+                hit = np.flatnonzero(lex_full > 0)  # partition only these: introselect crawls over many ties
+                top = hit[_top(lex_full[hit], n_cand)]
                 if len(top):
                     lists.append(("lexical", cfg.lexical_weight, top, None))
             dense_of: dict[int, float] = {}
