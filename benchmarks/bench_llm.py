@@ -5,7 +5,7 @@ Each phase runs in its own Python process so its load time and peak memory are i
   cached - the checkpoint from `cold`: load, greedy generate N tokens, then stream the same prompt
            (each `--repeat` times; medians reported, plus whether every run gave the same text).
 
-    .venv/bin/python benchmarks/bench_llm.py                  # 64 new tokens, torch's default threads
+    .venv/bin/python benchmarks/bench_llm.py                  # 64 new tokens, STOCKPILOT_LLM_THREADS or 1
     .venv/bin/python benchmarks/bench_llm.py --tokens 32 --threads 2 --json out.json
 
 The prompt is a real assistant prompt (system rules + facts JSON + one retrieved snippet + question).
@@ -69,10 +69,13 @@ def phase(name: str, models_dir: Path, tokens: int, threads: int | None, repeat:
         "phase": name,
         "load_seconds": round(time.perf_counter() - started, 2),
         "converted": loaded.converted,
-        "threads": torch.get_num_threads(),
+        "load_threads": torch.get_num_threads(),
     }
     if name == "cached":
-        writer = LocalWriter(loaded, max_new_tokens=tokens, threads=threads)
+        writer = LocalWriter(
+            loaded, max_new_tokens=tokens, threads=threads or LLMSettings().generation_threads
+        )
+        result["generation_threads"] = writer.threads
         messages = _messages()
         writer.generate([{"role": "user", "content": "Hi"}], max_new_tokens=2)  # warm-up
         gens = [writer.complete(messages) for _ in range(repeat)]
@@ -102,7 +105,7 @@ def phase(name: str, models_dir: Path, tokens: int, threads: int | None, repeat:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tokens", type=int, default=64, help="new tokens to generate (greedy)")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument("--threads", type=int, default=None, help="generation threads (default: settings)")
     parser.add_argument("--models-dir", type=Path, default=None, help="default: a fresh temporary folder")
     parser.add_argument("--repeat", type=int, default=3, help="generate and stream runs (medians reported)")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")

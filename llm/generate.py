@@ -2,7 +2,8 @@
 
 `Writer.generate(messages)` returns the whole answer; `Writer.stream(messages)` yields it in chunks. Local
 generation is greedy (deterministic for a given prompt and thread count) and serialised by a lock, since
-two generations at once on a small CPU only slow each other down.
+two generations at once on a small CPU only slow each other down. It uses `threads` torch threads while it
+runs (default 1, see `LLMSettings.generation_threads`) and restores the previous count afterwards.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
@@ -141,13 +143,20 @@ class LocalWriter(Writer):
         self.threads = threads
         self.repetition_penalty = repetition_penalty
         self._lock = threading.Lock()
-        self._set_threads()
 
-    def _set_threads(self) -> None:
-        if self.threads:
-            import torch
+    @contextmanager
+    def torch_threads(self) -> Iterator[None]:
+        """Use `self.threads` torch threads for the duration (process-wide in torch), then restore."""
+        import torch
 
+        previous = torch.get_num_threads()
+        if self.threads and self.threads != previous:
             torch.set_num_threads(self.threads)
+        try:
+            yield
+        finally:
+            if torch.get_num_threads() != previous:
+                torch.set_num_threads(previous)
 
     def encode(self, messages: Sequence[Message]) -> dict[str, Any]:
         """Prompt tensors from the chat template; control tokens inside messages are encoded as plain text."""
@@ -186,8 +195,7 @@ class LocalWriter(Writer):
 
         inputs = self.encode(messages)
         prompt_len = int(inputs["input_ids"].shape[1])
-        with self._lock, torch.inference_mode():
-            self._set_threads()
+        with self._lock, self.torch_threads(), torch.inference_mode():
             started = time.perf_counter()
             output = self.model.generate(**self._generate_kwargs(inputs, max_new_tokens))
             seconds = time.perf_counter() - started
@@ -225,8 +233,7 @@ class LocalWriter(Writer):
         def run() -> None:
             nonlocal started
             try:
-                with self._lock, torch.inference_mode():
-                    self._set_threads()
+                with self._lock, self.torch_threads(), torch.inference_mode():
                     started = time.perf_counter()
                     self.model.generate(**kwargs)
             except BaseException as exc:  # surfaced to the reader below
@@ -344,7 +351,9 @@ def load_writer(settings: LLMSettings | None = None) -> Writer:
     from llm.model import get_model
 
     loaded = get_model(settings)
-    return LocalWriter(loaded, max_new_tokens=settings.llm_max_new_tokens, threads=settings.threads)
+    return LocalWriter(
+        loaded, max_new_tokens=settings.llm_max_new_tokens, threads=settings.generation_threads
+    )
 
 
 @lru_cache

@@ -192,10 +192,6 @@ def load_model(
     `adapter=True` resolves the adapter from settings; `False`/`None` skips it; a path forces that one.
     """
     settings = settings or get_llm_settings()
-    if settings.threads:
-        import torch
-
-        torch.set_num_threads(settings.threads)
     started = time.perf_counter()
     loaded = load_base(settings.backend(), models_path or settings.models_path)
     adapter_path = resolve_adapter(settings) if adapter is True else (adapter or None)

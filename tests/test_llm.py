@@ -53,7 +53,7 @@ def loaded(models_dir: Path) -> LoadedModel:
 
 @pytest.fixture(scope="session")
 def writer(loaded: LoadedModel) -> LocalWriter:
-    return LocalWriter(loaded, max_new_tokens=24)
+    return LocalWriter(loaded, max_new_tokens=24, threads=1)
 
 
 HELLO = [{"role": "user", "content": "Name three fruits."}]
@@ -108,12 +108,12 @@ def test_closing_a_stream_stops_generation(writer: LocalWriter) -> None:
 
 
 def test_thread_setting_is_honoured(loaded: LoadedModel) -> None:
+    assert LLMSettings(llm_threads=3).generation_threads == 3 and LLMSettings().generation_threads >= 1
     before = torch.get_num_threads()
-    try:
-        LocalWriter(loaded, threads=1)
-        assert torch.get_num_threads() == 1
-    finally:
-        torch.set_num_threads(before)
+    writer = LocalWriter(loaded, threads=1 if before != 1 else 2)
+    with writer.torch_threads():
+        assert torch.get_num_threads() == writer.threads
+    assert torch.get_num_threads() == before
 
 
 def test_lora_adapter_is_loaded_when_present(loaded: LoadedModel, tmp_path: Path) -> None:
