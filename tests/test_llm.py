@@ -361,6 +361,7 @@ def fake_openai(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
 
 
 def test_openai_compatible_backend_through_langchain(fake_openai: str) -> None:
+    pytest.importorskip("langchain_openai", reason="langchain-openai==1.7.3 is not installed")
     writer = load_writer(LLMSettings(llm=f"openai:qwen2.5:0.5b@{fake_openai}", llm_max_new_tokens=32))
     assert isinstance(writer, ChatModelWriter)
     messages = build_messages("What is the reorder point for SKU 85123A?", [ROP])
