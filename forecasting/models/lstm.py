@@ -87,6 +87,7 @@ class LSTMForecaster(Forecaster):
         tweedie_power: float = 1.2,
         stockout_weight: float = 1.0,
         quantile_weight: float = 0.5,
+        weight_by_scale: bool = False,
         learning_rate: float = 2e-3,
         weight_decay: float = 1e-5,
         batch_size: int = 256,
@@ -108,6 +109,7 @@ class LSTMForecaster(Forecaster):
         self.tweedie_power = tweedie_power
         self.stockout_weight = stockout_weight
         self.quantile_weight = quantile_weight
+        self.weight_by_scale = weight_by_scale
         self.learning_rate = learning_rate
         self.weight_decay = weight_decay
         self.batch_size = batch_size
@@ -241,6 +243,7 @@ class LSTMForecaster(Forecaster):
         y = df["y"].to_numpy(dtype=np.float64)
         if np.isnan(y).any() or (y < 0).any():
             raise InputError("the LSTM needs a non-negative target without gaps (fill or clip it first)")
+        self.integer_target_ = bool(np.all(y == np.round(y)))
         Y = np.zeros((N, T), np.float32)
         OBS = np.zeros((N, T), np.float32)
         Y[sidx, pos] = y
@@ -442,11 +445,13 @@ class LSTMForecaster(Forecaster):
             elem = (point - y) ** 2
         if self.stockout_weight != 1.0:
             elem = elem * torch.where(y > point, self.stockout_weight, 1.0)
-        total = (elem * mask).sum()
         for q, pred in zip(QUANTILES, (lower, upper), strict=True):
             diff = y - pred
-            total = total + self.quantile_weight * (torch.maximum(q * diff, (q - 1) * diff) * mask).sum()
-        return total / mask.sum().clamp(min=1.0)
+            elem = elem + self.quantile_weight * torch.maximum(q * diff, (q - 1) * diff)
+        if self.weight_by_scale:  # the loss as if computed in the data's own units
+            power = {"tweedie": 2 - self.tweedie_power, "poisson": 1.0, "mse": 2.0}[self.loss]
+            mask = mask * batch["scale"].pow(power).unsqueeze(-1)
+        return (elem * mask).sum() / mask.sum().clamp(min=1e-9)
 
     def _windows(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Training windows (series, first and last valid cutoff) and validation windows (series, cutoff):
@@ -629,6 +634,9 @@ class LSTMForecaster(Forecaster):
                 "yhat_upper": np.concatenate(uppers, axis=1).ravel(),
             }
         )
+        if self.integer_target_:  # quantiles of counts are counts
+            out["yhat_lower"] = np.round(out["yhat_lower"])
+            out["yhat_upper"] = np.round(out["yhat_upper"])
         self.attention_ = np.concatenate(attns, axis=1).astype(np.float32)  # [N, h, L]
         self.attention_dates_ = dates
         return finish(out, self.name)
@@ -731,6 +739,7 @@ class LSTMForecaster(Forecaster):
                 "cal_cards": list(self.cal_cards_),
                 "n_num": self.n_num_,
                 "n_target": self.n_target_,
+                "integer_target": self.integer_target_,
                 "cat_cards": self.cat_cards_,
                 "static_cards": self.static_cards_,
                 "best_epoch": self.best_epoch_,
@@ -770,6 +779,7 @@ class LSTMForecaster(Forecaster):
         model.cal_cards_, model.n_num_, model.n_target_ = f["cal_cards"], f["n_num"], f["n_target"]
         model.cat_cards_, model.static_cards_ = f["cat_cards"], f["static_cards"]
         model.best_epoch_, model.history_ = f["best_epoch"], f["history"]
+        model.integer_target_ = f["integer_target"]
         arrays = {k: v.numpy() for k, v in load_file(str(folder / "context.safetensors")).items()}
         model.context_ = {k.split(".", 1)[1]: v for k, v in arrays.items() if k.startswith("context.")}
         for k in cls._ARRAYS:
