@@ -34,6 +34,7 @@ sys.path.insert(0, str(ROOT))
 from forecasting.data import to_long  # noqa: E402
 from forecasting.inventory.inputs import InventoryDefaults, resolve_params  # noqa: E402
 from forecasting.inventory.leadtime import LeadTimeSampler, po_lead_times  # noqa: E402
+from forecasting.inventory.paths import with_residual_sigma  # noqa: E402
 from forecasting.inventory.recommend import InventoryPlanner  # noqa: E402
 from forecasting.inventory.simulate import (  # noqa: E402
     SimulationSettings,
@@ -45,6 +46,7 @@ from forecasting.inventory.simulate import (  # noqa: E402
 DATA = ROOT.parent / "shared" / "data"
 M5 = DATA / "m5"
 POS = DATA / "bibitor" / "InvoicePurchases12312016.csv"
+SIM_ASSUMED = ("unit_cost", "order_cost", "holding_rate", "pack_size", "moq", "stockout_cost")
 CACHE = ROOT / ".stockpilot" / "bench_cache"
 TEST = 28
 EXOG = ["sell_price", "snap", "event_name_1", "event_type_1"]
@@ -52,8 +54,13 @@ METRICS = (
     "fill_rate",
     "stockout_days",
     "stockout_events",
+    "short_days",
+    "lost_units",
     "avg_inventory",
     "avg_inventory_value",
+    "holding_cost",
+    "ordering_cost",
+    "stockout_cost",
     "total_cost",
 )
 
@@ -63,7 +70,7 @@ def load_m5() -> tuple[pd.DataFrame, pd.DataFrame]:
     raw = pd.read_csv(M5 / "m5_sales_long.csv.gz")
     long, _, _ = to_long(raw, ["item_id", "store_id"], "date", "value", EXOG, "D")
     cal = pd.read_csv(M5 / "calendar.csv", parse_dates=["date"])
-    cal = cal[cal["date"] > long["ds"].max() - pd.Timedelta(days=TEST)]
+    cal = cal[cal["date"] > long["ds"].max() - pd.Timedelta(days=TEST + 120)]
     prices = pd.read_csv(M5 / "sell_prices.csv.gz")
     keys = raw[["item_id", "store_id", "state_id"]].drop_duplicates()
     fut = keys.merge(cal, how="cross")
@@ -109,15 +116,28 @@ def run_simulation(args) -> dict:
         cut = dates[offset]
         fc, seconds = engine_forecast(long, X, cut, h, args.model, not args.no_cache)
         fc_seconds += seconds
-        issues.append(align_forecast(fc, ids, dates))
+        issues.append((offset, fc))
         print(
             f"forecast issued {cut:%Y-%m-%d}: {args.model}, {seconds:.0f} s"
             + (" (cached)" if not seconds else "")
+        )
+    sigma_note = "forecast intervals"
+    if args.residual_days:
+        # the engine's forecast issued `residual_days` before the test, against what was then sold:
+        # its lead-time error sums give the demand sigma (bias and error autocorrelation included)
+        cut = dates[0] - pd.Timedelta(days=args.residual_days)
+        past, seconds = engine_forecast(long, X, cut, h, args.model, not args.no_cache)
+        fc_seconds += seconds
+        errors = past[past["ds"] < dates[0]].merge(long[["unique_id", "ds", "y"]], on=["unique_id", "ds"])
+        issues = [(p, with_residual_sigma(fc, errors, sampler.mean_)) for p, fc in issues]
+        sigma_note = (
+            f"lead-time errors of the forecast issued {cut:%Y-%m-%d} ({args.residual_days} days before)"
         )
     first = dates[0]
     prices = long[long["ds"] < first].dropna(subset=["sell_price"]).groupby("unique_id")["sell_price"].last()
     params, assumed = resolve_params(ids, InventoryDefaults(), prices=prices)
     results = {}
+    issues = [align_forecast(fc, ids, dates) for _, fc in issues]
     variants = [("cycle", issues), ("order_up_to", issues)]
     if len(issues) > 1:
         variants.append(("cycle, one forecast", issues[:1]))
@@ -132,9 +152,8 @@ def run_simulation(args) -> dict:
         f"\nM5: {len(ids)} series, test {dates[0]:%Y-%m-%d}..{dates[-1]:%Y-%m-%d}, service level 0.95, "
         f"lead time {sampler.mean_:.1f} +- {sampler.std_:.1f} days (Bibitor POs), {args.reps} replications"
     )
-    print(
-        "assumed: " + "; ".join(f"{k} = {v}" for k, v in assumed.items() if k not in ("on_hand", "open_po"))
-    )
+    print(f"demand sigma from {sigma_note}")
+    print("assumed: " + "; ".join(f"{k} = {v}" for k, v in assumed.items() if k in SIM_ASSUMED))
     for name, r in results.items():
         print(f"\n[start: {name}]  forecasts issued at test days {r['settings']['forecast_issues']}")
         print(f"{'metric':<22}{'policy':>14}{'naive':>14}{'change %':>10}")
@@ -151,6 +170,30 @@ def run_simulation(args) -> dict:
         "\ntargets (start: cycle): " + ", ".join(f"{k}: {'PASS' if v else 'FAIL'}" for k, v in checks.items())
     )
     ps = main["per_series"]
+    quiet = hist[:, -28:].sum(axis=1) == 0  # no sales in the 28 days before the test: nothing to go on
+    rest = ps[~quiet]
+    split = {
+        "series_without_recent_sales": int(quiet.sum()),
+        "their_share_of_test_demand": float(ps.loc[quiet, "demand"].sum() / ps["demand"].sum()),
+        "others": {
+            side: {
+                "fill_rate": float((rest[f"{side}_fill_rate"] * rest["demand"]).sum() / rest["demand"].sum()),
+                "stockout_days": float(rest[f"{side}_stockout_days"].sum()),
+                "short_days": float(rest[f"{side}_short_days"].sum()),
+                "avg_inventory": float(rest[f"{side}_avg_inventory"].mean()),
+            }
+            for side in ("policy", "baseline")
+        },
+    }
+    o = split["others"]
+    print(
+        f"{split['series_without_recent_sales']} series had no sales in the 28 days before the test "
+        f"({split['their_share_of_test_demand']:.1%} of test demand); on the other series: fill rate "
+        f"{o['policy']['fill_rate']:.3f} vs {o['baseline']['fill_rate']:.3f}, stockout days "
+        f"{o['policy']['stockout_days']:.1f} vs {o['baseline']['stockout_days']:.1f}, short days "
+        f"{o['policy']['short_days']:.1f} vs {o['baseline']['short_days']:.1f}, avg inventory "
+        f"{o['policy']['avg_inventory']:.1f} vs {o['baseline']['avg_inventory']:.1f}"
+    )
     worst = ps.assign(extra=ps["policy_stockout_days"] - ps["baseline_stockout_days"]).nlargest(5, "extra")
     print("series where our policy has the most extra stockout days:")
     print(
@@ -160,8 +203,11 @@ def run_simulation(args) -> dict:
     )
     return {
         "model": args.model,
+        "refresh_every": args.refresh_every,
+        "sigma": sigma_note,
         "forecast_seconds": fc_seconds,
         "targets": checks,
+        "split": split,
         **{name: {k: v for k, v in r.items() if k != "per_series"} for name, r in results.items()},
     }
 
@@ -208,6 +254,12 @@ def main() -> None:
     parser.add_argument("--model", default="auto", help="engine model for the forecasts (default auto)")
     parser.add_argument(
         "--refresh-every", type=int, default=7, help="re-forecast every N test days (0: once)"
+    )
+    parser.add_argument(
+        "--residual-days",
+        type=int,
+        default=28,
+        help="sigma from a forecast issued this many days before the test (0: from the intervals)",
     )
     parser.add_argument("--reps", type=int, default=20, help="replications of lead-time and start draws")
     parser.add_argument("--seed", type=int, default=0)
