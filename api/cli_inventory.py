@@ -52,6 +52,12 @@ ResidualsOpt = typer.Option(
     "--residuals",
     help="Backtest errors (unique_id, ds, y, yhat[, cutoff]): sigma from lead-time error sums.",
 )
+ResidualPeriodsOpt = typer.Option(
+    None,
+    "--residual-periods",
+    help="When the forecast is made here: also forecast from this many periods back and take the demand "
+    "sigma from those lead-time errors (default 28 D, 8 W, 3 MS; 0: sigma from the forecast interval).",
+)
 ModelOpt = typer.Option(
     "auto", "--model", help="Forecast model when no --forecast is given (auto or a name)."
 )
@@ -109,6 +115,7 @@ PackOpt = typer.Option(None, "--pack-size", help="Pack size for all SKUs (defaul
 MoqOpt = typer.Option(None, "--moq", help="Minimum order quantity for all SKUs (default none).")
 OutputOpt = typer.Option(None, "--output", help="Write the full table (.csv, .csv.gz or .parquet).")
 DEFAULT_HORIZON = {"D": 56, "W": 12, "MS": 4}
+DEFAULT_RESIDUAL_PERIODS = {"D": 28, "W": 8, "MS": 3}
 
 
 @dataclass
@@ -189,11 +196,42 @@ def _forecast(data: Loaded, forecast: str | None, model: str, horizon: int | Non
     key = "W" if data.freq.startswith("W") else data.freq
     h = horizon or DEFAULT_HORIZON.get(key, 12)
     X_df = future_frame(read_table(future), data.ids, date_col, data.exog, data.freq) if future else None
+    name = engine_model(model)
+    result = engine.forecast(data.long, data.freq, h, name, X_df)
+    return result.forecast, f"{name} model, {h} periods"
+
+
+def engine_model(model: str) -> str:
+    """The one engine model named by --model (auto or a name)."""
+    from forecasting import engine
+
     names = engine.resolve_models(model)
     if len(names) != 1:
         raise InputError("give one model (auto or a name)")
-    result = engine.forecast(data.long, data.freq, h, names[0], X_df)
-    return result.forecast, f"{names[0]} model, {h} periods"
+    return names[0]
+
+
+def _past_errors(data: Loaded, model: str, periods: int | None, before: pd.Timestamp, X_df=None):
+    """Errors of the engine's forecast issued `periods` before `before`, against what was then sold:
+    backtest residuals (unique_id, ds, y, yhat) for the lead-time sigma; None when disabled."""
+    key = "W" if data.freq.startswith("W") else data.freq
+    periods = DEFAULT_RESIDUAL_PERIODS.get(key, 3) if periods is None else periods
+    if periods <= 0:
+        return None, ""
+    from forecasting import engine
+
+    dates = np.sort(data.long.loc[data.long["ds"] < before, "ds"].unique())
+    if len(dates) <= 2 * periods:
+        return None, ""
+    cut = pd.Timestamp(dates[-periods])
+    known = data.long[data.long["ds"] >= cut]
+    if X_df is None and data.exog:
+        X_df = known[["unique_id", "ds", *data.exog]].reset_index(drop=True)
+    elif X_df is not None:
+        X_df = X_df[X_df["ds"] >= cut].reset_index(drop=True)
+    past = engine.forecast(data.long[data.long["ds"] < cut], data.freq, periods, model, X_df).forecast
+    errors = past.merge(known[known["ds"] < before][["unique_id", "ds", "y"]], on=["unique_id", "ds"])
+    return errors, f", sigma from lead-time errors of a forecast issued {cut:%Y-%m-%d}"
 
 
 def _plan(
@@ -272,6 +310,7 @@ def kpis(
     freq: str = FreqOpt,
     forecast: str = ForecastOpt,
     residuals: str = ResidualsOpt,
+    residual_periods: int = ResidualPeriodsOpt,
     model: str = ModelOpt,
     horizon: int = HorizonOpt,
     stock: str = StockOpt,
@@ -351,6 +390,7 @@ def recommend(
     freq: str = FreqOpt,
     forecast: str = ForecastOpt,
     residuals: str = ResidualsOpt,
+    residual_periods: int = ResidualPeriodsOpt,
     model: str = ModelOpt,
     horizon: int = HorizonOpt,
     stock: str = StockOpt,
@@ -454,11 +494,17 @@ def _run_planner(p: dict, kind: str) -> tuple[InventoryPlanner, list[str], str]:
     fc, source = _forecast(
         data, p["forecast"], p["model"], p["horizon"], p["future"], p["id_cols"], p["date_col"]
     )
+    errors, how = None, ""
     if p["residuals"]:
-        errors = read_table(p["residuals"])
+        errors, how = read_table(p["residuals"]), f", sigma from the errors in {p['residuals']}"
+    elif not p["forecast"]:
+        model = engine_model(p["model"])
+        end = data.long["ds"].max() + pd.tseries.frequencies.to_offset(data.freq)
+        errors, how = _past_errors(data, model, p["residual_periods"], end)
+    if errors is not None:
         lead = _lead_periods(errors, p["lead_time_days"], p["po_history"], p, data.freq)
         fc = with_residual_sigma(fc, errors, lead)
-        source += f", sigma from the errors in {p['residuals']}"
+        source += how
     planner, stats = _plan(
         data,
         fc,
@@ -504,6 +550,7 @@ def simulate_cmd(
         help="Forecast table starting on a test date (repeat for refreshed forecasts); else made here.",
     ),
     residuals: str = ResidualsOpt,
+    residual_periods: int = ResidualPeriodsOpt,
     model: str = ModelOpt,
     refresh_every: int = typer.Option(
         7, "--refresh-every", min=0, help="Re-forecast every N test periods (0: one forecast at the start)."
@@ -566,11 +613,15 @@ def simulate_cmd(
     forecasts, source = _sim_forecasts(
         data, forecast, model, refresh_every, test_periods, extra, dates, future, date_col
     )
+    errors, how = None, ""
     if residuals:
-        errors = read_table(residuals)
+        errors, how = read_table(residuals), f", sigma from the errors in {residuals}"
+    elif not forecast:
+        errors, how = _past_errors(data, engine_model(model), residual_periods, dates[0])
+    if errors is not None:
         lead = sampler.mean_ / pdays if "ds" in errors.columns else None
         forecasts = [with_residual_sigma(fc, errors, lead) for fc in forecasts]
-        source += f", sigma from the errors in {residuals}"
+        source += how
     notes.append(f"forecast: {source}")
     issues = [align_forecast(fc, ids, dates) for fc in forecasts]
     first = dates[0]

@@ -536,6 +536,15 @@ def test_cli_simulate_with_engine_refreshes(cli_files):
     out = json.loads(result.stdout)
     assert out["settings"]["forecast_issues"] == [0, 14]
     assert out["settings"]["lead_time_std_days"] == 0.0
+    assert any("sigma from lead-time errors of a forecast issued" in n for n in out["notes"])
+    base = [str(cli_files / "m5.csv"), *M5_ARGS, "--model", "snaive", "--horizon", "28"]
+    with_errors = json.loads(runner.invoke(app, ["kpis", *base, "--residual-periods", "21", "--json"]).stdout)
+    interval = json.loads(runner.invoke(app, ["kpis", *base, "--residual-periods", "0", "--json"]).stdout)
+    assert any("sigma from lead-time errors" in n for n in with_errors["notes"])
+    assert not any("sigma from" in n for n in interval["notes"])
+    a = pd.DataFrame(with_errors["kpis"]).set_index("unique_id")
+    b = pd.DataFrame(interval["kpis"]).set_index("unique_id")
+    assert np.allclose(a["ltd_mean"], b["ltd_mean"]) and not np.allclose(a["ltd_std"], b["ltd_std"])
 
 
 def test_cli_leadtimes(data_dir):
