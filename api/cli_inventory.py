@@ -642,8 +642,9 @@ def simulate_cmd(
     result.settings["first_test_date"] = first
     store = ResultsStore()
     run_id = store.new_run("policy_simulation", {**result.settings, "input": str(input), "assumed": assumed})
-    summary = pd.DataFrame(
-        [{"policy": k, **v} for k, v in (("policy", result.policy), ("baseline", result.baseline))]
+    sides = (("policy", result.policy), ("baseline", result.baseline), ("change_pct", result.change_pct))
+    summary = pd.DataFrame(  # one fact per row: side, metric, value (stable schema for the assistant)
+        [{"side": side, "metric": m, "value": v} for side, values in sides for m, v in values.items()]
     )
     store.save("simulation_summary", summary, run_id)
     store.save("simulation_series", result.per_series, run_id)

@@ -526,7 +526,10 @@ def test_cli_simulate_json(cli_files, data_dir):
     assert set(out["change_pct"]) >= {"fill_rate", "stockout_days", "avg_inventory", "total_cost"}
     assert out["settings"]["lead_time_mean_days"] == pytest.approx(16.42, abs=0.01)
     summary = ResultsStore().load("simulation_summary", kind="policy_simulation")
-    assert sorted(summary["policy"]) == ["baseline", "policy"]
+    facts = summary.set_index(["side", "metric"])["value"]
+    assert facts[("policy", "fill_rate")] == pytest.approx(out["policy"]["fill_rate"])
+    assert facts[("baseline", "stockout_days")] == pytest.approx(out["baseline"]["stockout_days"])
+    assert set(summary["side"]) == {"policy", "baseline", "change_pct"}
 
 
 def test_cli_simulate_with_engine_refreshes(cli_files):
