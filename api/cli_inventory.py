@@ -277,6 +277,11 @@ def _match_forecast(fc: pd.DataFrame, data: Loaded) -> pd.DataFrame:
     fc = fc[ids.isin(known)]
     if fc.empty:
         raise InputError("the forecast table has none of the input's series (check --id-cols)")
+    start, end = pd.to_datetime(fc["ds"]).min(), data.long["ds"].max()
+    if pd.notna(start) and start <= end:
+        data.report_extra.append(
+            f"warning: the forecast starts {start:%Y-%m-%d}, not after the history's end {end:%Y-%m-%d}"
+        )
     lacking = len(known) - fc["unique_id"].nunique()
     if lacking:
         data.report_extra.append(f"{lacking} series of the input have no forecast rows and are left out")
