@@ -83,6 +83,10 @@ def test_interval_ordering(forecast):
     assert (forecast["yhat_lower"] <= forecast["yhat"]).all()
     assert (forecast["yhat"] <= forecast["yhat_upper"]).all()
     assert (forecast["yhat_upper"] > forecast["yhat_lower"]).mean() > 0.9
+    # unit sales are counts, so their 5% / 95% quantiles are whole numbers (unless clipped to yhat)
+    for col in ("yhat_lower", "yhat_upper"):
+        whole = forecast[col] == forecast[col].round()
+        assert (whole | (forecast[col] == forecast["yhat"])).all()
 
 
 def test_forecast_follows_series_level(forecast, m5_split):
