@@ -175,3 +175,22 @@ def test_bad_input_is_an_input_error(fitted, m5_split):
         fitted.predict(H, test.drop(columns=["y", "sell_price"]))
     with pytest.raises(InputError):
         LSTMForecaster(**SMALL).fit(train[train["ds"] > train["ds"].max() - pd.Timedelta(days=10)], "D")
+
+
+def test_monthly_intermittent_car_parts(carparts_small):
+    df, _, freq = to_long(carparts_small, ["part_id"], "month", "sales", freq="MS")
+    model = LSTMForecaster(hidden_size=16, max_epochs=2, num_threads=1).fit(df, freq)
+    assert (model.horizon_, model.lookback_) == (12, 12)
+    fc = model.predict(6)
+    assert len(fc) == 60 * 6 and (fc["yhat"] >= 0).all()
+    assert fc["ds"].min() > df["ds"].max() - pd.DateOffset(months=1)
+
+
+def test_weekly_with_exogenous(m5_split):
+    train, test = m5_split
+    both = pd.concat([train, test])
+    weekly, _, freq = to_long(both, ["unique_id"], "ds", "y", EXOG, freq="W")
+    cut = weekly["ds"].max() - pd.Timedelta(weeks=4)
+    model = LSTMForecaster(hidden_size=16, max_epochs=2, num_threads=1).fit(weekly[weekly["ds"] <= cut], freq)
+    fc = model.predict(4, weekly[weekly["ds"] > cut].drop(columns="y"))
+    assert len(fc) == 10 * 4 and set(fc["ds"]) == set(weekly.loc[weekly["ds"] > cut, "ds"])
