@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -14,6 +15,7 @@ from forecasting.errors import InputError
 from forecasting.models.base import FORECAST_COLUMNS
 from forecasting.models.lstm import LSTMForecaster
 
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 H = 14
 EXOG = ["sell_price", "snap", "event_name_1", "event_type_1", "dept_id", "cat_id", "store_id", "state_id"]
 SMALL = dict(
@@ -29,10 +31,11 @@ SMALL = dict(
 
 
 @pytest.fixture(scope="module")
-def m5_split(m5_raw) -> tuple[pd.DataFrame, pd.DataFrame]:
+def m5_split() -> tuple[pd.DataFrame, pd.DataFrame]:
     """10 real M5 series (item x store), one year of days; the last H days are the future."""
-    items = sorted(m5_raw["item_id"].unique())[::3][:5]
-    d = m5_raw[m5_raw["item_id"].isin(items) & m5_raw["store_id"].isin(["CA_1", "TX_2"])]
+    raw = pd.read_csv(DATA / "m5" / "m5_sales_long.csv.gz")
+    items = sorted(raw["item_id"].unique())[::3][:5]
+    d = raw[raw["item_id"].isin(items) & raw["store_id"].isin(["CA_1", "TX_2"])]
     d = d[d["date"] > "2015-03-27"]
     df, _, _ = to_long(d, ["item_id", "store_id"], "date", "value", EXOG, freq="D")
     cutoff = df["ds"].max() - pd.Timedelta(days=H)
@@ -177,8 +180,10 @@ def test_bad_input_is_an_input_error(fitted, m5_split):
         LSTMForecaster(**SMALL).fit(train[train["ds"] > train["ds"].max() - pd.Timedelta(days=10)], "D")
 
 
-def test_monthly_intermittent_car_parts(carparts_small):
-    df, _, freq = to_long(carparts_small, ["part_id"], "month", "sales", freq="MS")
+def test_monthly_intermittent_car_parts():
+    raw = pd.read_csv(DATA / "carparts" / "carparts_long.csv.gz")
+    raw = raw[raw["part_id"].isin(sorted(raw["part_id"].unique())[:60])]
+    df, _, freq = to_long(raw, ["part_id"], "month", "sales", freq="MS")
     model = LSTMForecaster(hidden_size=16, max_epochs=2, num_threads=1).fit(df, freq)
     assert (model.horizon_, model.lookback_) == (12, 12)
     fc = model.predict(6)

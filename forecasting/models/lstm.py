@@ -12,8 +12,9 @@ quantiles (pinball loss) for the 90% interval. With `weight_by_scale` each windo
 if computed in the data's own units, so high-volume series weigh more (as in a LightGBM fit on raw
 units); without it every window counts the same.
 
-Training: Adam, gradient clipping, warm-up + cosine learning rate, dropout, early stopping on the last
-`horizon` periods of every series (time-based validation), fixed seeds, `torch.set_num_threads`.
+Training: Adam, gradient clipping, warm-up + cosine learning rate, dropout, an exponential moving
+average of the weights, early stopping on the last `horizon` periods of every series (time-based
+validation), fixed seeds, `torch.set_num_threads`.
 Saved as `config.json` + `model.safetensors` + `context.safetensors` (tensors only, no pickled code).
 """
 
@@ -99,6 +100,7 @@ class LSTMForecaster(Forecaster):
         max_epochs: int = 10,
         patience: int = 4,
         grad_clip: float = 1.0,
+        ema_decay: float = 0.99,
         seed: int = 42,
         num_threads: int | None = None,
         device: str | None = None,
@@ -121,6 +123,7 @@ class LSTMForecaster(Forecaster):
         self.max_epochs = max_epochs
         self.patience = patience
         self.grad_clip = grad_clip
+        self.ema_decay = ema_decay
         self.seed = seed
         self.num_threads = num_threads
         self.device = device
@@ -480,6 +483,9 @@ class LSTMForecaster(Forecaster):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
             net = self._build_net().to(self.device_)
+            # validation, early stopping and the final model use an exponential moving average of the
+            # weights (less noisy than the last step's); ema_decay=0 uses the raw weights
+            avg = copy.deepcopy(net)
             opt = torch.optim.Adam(net.parameters(), lr=self.learning_rate, weight_decay=self.weight_decay)
             # an epoch is one pass over the training windows, at least 20 and at most 100 batches
             steps = self.steps_per_epoch or int(np.clip(math.ceil(cum[-1] / self.batch_size), 20, 100))
@@ -495,7 +501,7 @@ class LSTMForecaster(Forecaster):
 
             sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
             val_batch = self._batch(val[:, 0], val[:, 1]) if len(val) else None
-            best, best_state, bad = math.inf, None, 0
+            best, best_state, bad, step = math.inf, None, 0, 0
             self.history_: list[dict] = []
             with self._progress_bar() as advance:
                 for epoch in range(self.max_epochs):
@@ -512,24 +518,32 @@ class LSTMForecaster(Forecaster):
                         torch.nn.utils.clip_grad_norm_(net.parameters(), self.grad_clip)
                         opt.step()
                         sched.step()
+                        self._update_average(avg, net, step)
+                        step += 1
                         running += float(loss.detach())
                     train_loss = running / steps
-                    val_loss = self._evaluate(net, val_batch) if val_batch is not None else train_loss
+                    val_loss = self._evaluate(avg, val_batch) if val_batch is not None else train_loss
                     self.history_.append({"epoch": epoch + 1, "train_loss": train_loss, "val_loss": val_loss})
                     advance(epoch, train_loss, val_loss)
                     if val_loss < best - 1e-6:
                         best, bad = val_loss, 0
-                        best_state = copy.deepcopy(net.state_dict())
+                        best_state = copy.deepcopy(avg.state_dict())
                     else:
                         bad += 1
                         if bad >= self.patience:
                             break
             if best_state is not None:
-                net.load_state_dict(best_state)
-        net.eval()
-        self.net_ = net
+                avg.load_state_dict(best_state)
+        avg.eval()
+        self.net_ = avg
         self.best_epoch_ = int(min(self.history_, key=lambda r: r["val_loss"])["epoch"])
         del self._grid
+
+    def _update_average(self, avg: ForecastNet, net: ForecastNet, step: int) -> None:
+        decay = min(self.ema_decay, (1 + step) / (10 + step))
+        with torch.no_grad():
+            for a, p in zip(avg.parameters(), net.parameters(), strict=True):
+                a.mul_(decay).add_(p.detach(), alpha=1 - decay)
 
     def _evaluate(self, net: ForecastNet, batch: dict[str, torch.Tensor]) -> float:
         net.eval()
