@@ -99,6 +99,7 @@ class LSTMForecaster(Forecaster):
         steps_per_epoch: int | None = None,
         max_epochs: int = 10,
         patience: int = 4,
+        min_delta: float = 0.005,
         grad_clip: float = 1.0,
         ema_decay: float = 0.99,
         seed: int = 42,
@@ -122,6 +123,7 @@ class LSTMForecaster(Forecaster):
         self.steps_per_epoch = steps_per_epoch
         self.max_epochs = max_epochs
         self.patience = patience
+        self.min_delta = min_delta
         self.grad_clip = grad_clip
         self.ema_decay = ema_decay
         self.seed = seed
@@ -525,9 +527,12 @@ class LSTMForecaster(Forecaster):
                     val_loss = self._evaluate(avg, val_batch) if val_batch is not None else train_loss
                     self.history_.append({"epoch": epoch + 1, "train_loss": train_loss, "val_loss": val_loss})
                     advance(epoch, train_loss, val_loss)
-                    if val_loss < best - 1e-6:
-                        best, bad = val_loss, 0
+                    # a later epoch within `min_delta` (relative) of the best so far is kept: validation
+                    # on one window is noisy, and the decaying learning rate favours later weights
+                    if val_loss <= best * (1 + self.min_delta) or best_state is None:
+                        best, bad = min(best, val_loss), 0
                         best_state = copy.deepcopy(avg.state_dict())
+                        self.best_epoch_ = epoch + 1
                     else:
                         bad += 1
                         if bad >= self.patience:
@@ -536,7 +541,6 @@ class LSTMForecaster(Forecaster):
                 avg.load_state_dict(best_state)
         avg.eval()
         self.net_ = avg
-        self.best_epoch_ = int(min(self.history_, key=lambda r: r["val_loss"])["epoch"])
         del self._grid
 
     def _update_average(self, avg: ForecastNet, net: ForecastNet, step: int) -> None:
