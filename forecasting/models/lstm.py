@@ -74,9 +74,23 @@ def calendar_features(dates: pd.DatetimeIndex, freq: str) -> tuple[np.ndarray, n
 class LSTMForecaster(Forecaster):
     """Global LSTM encoder-decoder with attention (PyTorch); see the module docstring.
 
-    `horizon`/`lookback` default by frequency (daily 28/56, weekly 13/26, monthly 12/12); `predict`
-    with a longer `h` runs the network again on its own forecasts. After `predict`,
-    `attention_weights()` and `attention_summary()` tell which past periods the forecast leaned on.
+    Parameters (defaults won the M5 benchmark, `benchmarks/bench_lstm.py`):
+    - `horizon`, `lookback`: periods emitted at once and periods attended to; None = by frequency
+      (daily 28/56, weekly 13/26, monthly 12/12). `predict(h)` with h > horizon feeds its own
+      forecasts back as history.
+    - `hidden_size`, `num_layers`, `dropout`: LSTM width, depth (encoder and decoder), dropout.
+    - `loss`: "tweedie" (with `tweedie_power`), "poisson" or "mse" for the point forecast;
+      `quantile_weight` weighs the 5%/95% pinball losses; `stockout_weight` k >= 1 weighs
+      under-forecasts k times (1 = symmetric); `weight_by_scale` counts each window's loss in the
+      data's units (high-volume series weigh more).
+    - `learning_rate`, `weight_decay`, `batch_size`, `steps_per_epoch` (None = one pass over the
+      windows, 20..100 batches), `max_epochs`, `patience`, `min_delta` (relative), `grad_clip`,
+      `ema_decay`: the training loop.
+    - `seed`; `num_threads` (None = STOCKPILOT_THREADS or all cores; set for fit and predict, then
+      restored); `device` (None = CUDA when available, else CPU); `progress` (a Rich bar per epoch).
+
+    After `predict`, `attention_weights()` and `attention_summary()` tell which past periods the
+    forecast leaned on. `save_pretrained(dir)` / `from_pretrained(dir)` store and load a fitted model.
     """
 
     name = "lstm"
