@@ -6,7 +6,9 @@ Shapes: B series windows, L lookback steps, H horizon steps.
 - decoder input per future step: the same known-future features (no target) and a horizon-step embedding;
   it starts from the encoder's final state (direct multi-horizon: all H steps in one pass, no feedback);
 - attention: every decoder step queries the L encoder states (keys carry a learned lag-position
-  embedding); its softmax weights are what `LSTMForecaster.attention_weights` reports;
+  embedding); the values carry the encoder states and the past demand features themselves, so the
+  weights say whose demand the forecast draws on; they are what `LSTMForecaster.attention_weights`
+  reports;
 - head: per step a point value (log link for Poisson/Tweedie, softplus for MSE) and two quantile offsets
   that keep lower <= point <= upper by construction.
 """
@@ -73,6 +75,7 @@ class ForecastNet(nn.Module):
         self.query = nn.Linear(hidden_size, hidden_size)
         self.key = nn.Linear(hidden_size, hidden_size)
         self.value = nn.Linear(hidden_size, hidden_size)
+        self.value_target = nn.Linear(n_target, hidden_size)  # past demand itself flows through attention
         self.drop = nn.Dropout(dropout)
         self.head = nn.Sequential(
             nn.Linear(2 * hidden_size + self.static_dim, hidden_size),
@@ -121,7 +124,8 @@ class ForecastNet(nn.Module):
         scores = torch.einsum("bhd,bld->bhl", self.query(dec_out), keys) / math.sqrt(self.hidden_size)
         scores = scores.masked_fill(observed.unsqueeze(1) < 0.5, -1e4)
         attn = torch.softmax(scores, dim=-1)
-        context = torch.einsum("bhl,bld->bhd", attn, self.value(enc_out))
+        values = self.value(enc_out) + self.value_target(enc_target)
+        context = torch.einsum("bhl,bld->bhd", attn, values)
         feats = torch.cat([self.drop(dec_out), self.drop(context), static.unsqueeze(1).expand(-1, H, -1)], -1)
         raw = self.head(feats)
         if self.log_link:
