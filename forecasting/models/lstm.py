@@ -71,6 +71,12 @@ def calendar_features(dates: pd.DatetimeIndex, freq: str) -> tuple[np.ndarray, n
     return num, np.stack(cats, axis=1).astype(np.int64), cards
 
 
+def date_grid(ends: pd.DatetimeIndex, freq: str, first: int, last: int) -> np.ndarray:
+    """[len(ends), last - first + 1] datetime64: each end date moved by first..last periods of `freq`."""
+    offset = pd.tseries.frequencies.to_offset(freq)
+    return np.stack([(ends + k * offset).to_numpy() for k in range(first, last + 1)], axis=1)
+
+
 class LSTMForecaster(Forecaster):
     """Global LSTM encoder-decoder with attention (PyTorch); see the module docstring.
 
@@ -203,9 +209,9 @@ class LSTMForecaster(Forecaster):
     def _cat_codes(self, values: pd.Series, col: str) -> np.ndarray:
         vocab = self.dyn_vocab_[col]
         text = values.astype("string")
+        # vocabulary values -> 2.., a value outside it -> 1 ("other"), missing -> 0
         codes = pd.Categorical(text, categories=vocab).codes.astype(np.int64) + 2
-        codes[codes == 1] = 1  # a value outside the vocabulary: "other"
-        codes[text.isna().to_numpy()] = 0  # missing
+        codes[text.isna().to_numpy()] = 0
         return codes
 
     def _dynamic_arrays(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
@@ -594,10 +600,7 @@ class LSTMForecaster(Forecaster):
     def _future(self, h: int, X_df: pd.DataFrame | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Future dates [N, h], dynamic features [N, h, F] and codes [N, h, C] (calendar included)."""
         N = len(self.unique_ids_)
-        offset = pd.tseries.frequencies.to_offset(self.freq_)
-        dates = np.stack(
-            [pd.date_range(d, periods=h + 1, freq=offset)[1:].to_numpy() for d in self.last_dates_]
-        )
+        dates = date_grid(self.last_dates_, self.freq_, 1, h)
         grid = pd.DataFrame({"unique_id": np.repeat(self.unique_ids_, h), "ds": dates.ravel()})
         dynamic = [*self.dyn_num_, *self.dyn_cat_]
         if dynamic and X_df is not None:
@@ -688,9 +691,7 @@ class LSTMForecaster(Forecaster):
 
     def _context_dates(self) -> np.ndarray:
         """The lookback dates of every series [N, L], ending at its last training date."""
-        offset = pd.tseries.frequencies.to_offset(self.freq_)
-        L = self.lookback_
-        return np.stack([pd.date_range(end=d, periods=L, freq=offset).to_numpy() for d in self.last_dates_])
+        return date_grid(self.last_dates_, self.freq_, 1 - self.lookback_, 0)
 
     # ------------------------------------------------------------------ attention
     def attention_weights(self, unique_ids: list[str] | None = None) -> pd.DataFrame:
@@ -705,10 +706,7 @@ class LSTMForecaster(Forecaster):
         attn, fdates = self.attention_, self.attention_dates_
         N, h, L = attn.shape
         H = self.horizon_
-        offset = pd.tseries.frequencies.to_offset(self.freq_)
-        # all dates from the lookback start through the horizon end, per series
-        span = np.stack([pd.date_range(end=d, periods=L, freq=offset).to_numpy() for d in self.last_dates_])
-        span = np.concatenate([span, fdates], axis=1)  # [N, L + h]
+        span = np.concatenate([self._context_dates(), fdates], axis=1)  # [N, L + h] lookback .. horizon
         step = np.arange(h)
         past_idx = (step // H * H)[:, None] + np.arange(L)[None, :]  # [h, L] into span
         rows = np.arange(N) if unique_ids is None else pd.Index(self.unique_ids_).get_indexer(unique_ids)
