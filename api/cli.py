@@ -13,7 +13,7 @@ app = typer.Typer(
 )
 
 # Command modules, each exposing register(app).
-COMMAND_MODULES: tuple[str, ...] = ("api.cli_inventory", "api.cli_customers")
+COMMAND_MODULES: tuple[str, ...] = ("api.cli_forecast", "api.cli_inventory", "api.cli_customers")
 
 
 def _register_all() -> None:

@@ -38,14 +38,14 @@ def static_columns(df: pd.DataFrame) -> list[str]:
     return [c for c in cols if (nunique[c] <= 1).all()]
 
 
-def finish(fc: pd.DataFrame, model: str) -> pd.DataFrame:
-    """Clip to non-negative demand, order the interval, and return the contract columns."""
+def finish(fc: pd.DataFrame, model: str | None = None) -> pd.DataFrame:
+    """Clip to non-negative, order the interval, return the contract columns; `model` labels all rows."""
     out = fc.copy()
     for col in ("yhat", "yhat_lower", "yhat_upper"):
         out[col] = out[col].astype(float).clip(lower=0.0)
     out["yhat_lower"] = out[["yhat_lower", "yhat"]].min(axis=1)
     out["yhat_upper"] = out[["yhat_upper", "yhat"]].max(axis=1)
-    if "model" not in out.columns or model:
+    if model:
         out["model"] = model
     out["unique_id"] = out["unique_id"].astype(str)
     return out[FORECAST_COLUMNS].reset_index(drop=True)

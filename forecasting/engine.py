@@ -1,0 +1,92 @@
+"""Entry points the command line, API and benchmarks share: forecast and backtest a long frame."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from forecasting.backtest import cross_validate
+from forecasting.errors import InputError
+from forecasting.metrics import series_metrics, summarize
+from forecasting.models.auto import AutoForecaster
+from forecasting.models.registry import MODEL_NAMES
+from forecasting.models.stats import season_length
+
+AUTO_CANDIDATES = ("snaive", "ma", "ets", "sba", "tsb", "lgbm")
+
+
+@dataclass
+class ForecastResult:
+    forecast: pd.DataFrame
+    model: AutoForecaster
+    notes: list[str] = field(default_factory=list)
+
+
+def resolve_models(spec: str) -> list[str]:
+    """'auto', one model name, or a comma-separated list of names."""
+    names = [s.strip() for s in spec.split(",") if s.strip()] or ["auto"]
+    unknown = [n for n in names if n != "auto" and n not in MODEL_NAMES]
+    if unknown:
+        raise InputError(f"unknown model {unknown[0]!r}: choose auto or one of {', '.join(MODEL_NAMES)}")
+    return names
+
+
+def build(
+    model: str, horizon: int, stockout_weight: float = 1.0, seed: int = 42, n_windows: int = 2, progress=None
+) -> AutoForecaster:
+    """`auto` selects among AUTO_CANDIDATES; a single name is that model with conformal intervals."""
+    candidates = AUTO_CANDIDATES if model == "auto" else (model,)
+    return AutoForecaster(
+        horizon=horizon,
+        candidates=candidates,
+        n_windows=n_windows,
+        stockout_weight=stockout_weight,
+        seed=seed,
+        progress=progress,
+    )
+
+
+def forecast(
+    df: pd.DataFrame,
+    freq: str,
+    h: int,
+    model: str = "auto",
+    X_df: pd.DataFrame | None = None,
+    stockout_weight: float = 1.0,
+    seed: int = 42,
+    progress: Callable[[str], None] | None = None,
+) -> ForecastResult:
+    """Fit `model` on all of `df` and forecast `h` periods with 90% intervals (forecast table)."""
+    forecaster = build(model, h, stockout_weight, seed, progress=progress).fit(df, freq)
+    fc = forecaster.predict(h, X_df)
+    return ForecastResult(forecast=fc, model=forecaster)
+
+
+def backtest(
+    df: pd.DataFrame,
+    freq: str,
+    h: int,
+    windows: int,
+    models: list[str],
+    stockout_weight: float = 1.0,
+    seed: int = 42,
+    progress: Callable[[str], None] | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Rolling-origin backtest of each model: (metrics one row per model, per-series metrics)."""
+    rows, per_series = [], []
+    for name in models:
+        if progress:
+            progress(f"backtesting {name}")
+        cv, seconds = cross_validate(
+            lambda n=name: build(n, h, stockout_weight, seed), df, freq, h, windows, min_train=2
+        )
+        if cv.empty:
+            raise InputError(f"not enough history for {windows} windows of {h} periods")
+        cv["model"] = name
+        ps = series_metrics(cv, df[df["ds"] <= cv["cutoff"].min()], season_length(freq))
+        per_series.append(ps)
+        summary = summarize(ps).iloc[0].to_dict()
+        rows.append({"model": name, **{k: v for k, v in summary.items() if k != "model"}, "seconds": seconds})
+    return pd.DataFrame(rows), pd.concat(per_series, ignore_index=True)
