@@ -63,7 +63,7 @@ def test_weekly_aggregation_keeps_total(m5_small):
         (lambda d: d.drop(columns=["value"]), "missing column(s): value"),
         (lambda d: d.assign(date=d["date"].where(d.index != 3, "2015-13-45")), "unparseable dates"),
         (lambda d: pd.concat([d, d.iloc[[7]]]), "duplicate rows"),
-        (lambda d: d.assign(value=d["value"].astype(object).where(d.index != 5, "twelve")), "must be numeric"),
+        (lambda d: d.assign(value=d["value"].astype(object).where(d.index != 5, "ten")), "must be numeric"),
         (lambda d: d.iloc[:0], "no rows"),
     ],
 )
