@@ -102,6 +102,25 @@ def split_cols(value: str | None) -> list[str]:
     return [c.strip() for c in value.split(",") if c.strip()]
 
 
+def read_long(
+    input: str,
+    query: str | None,
+    id_cols: str,
+    date_col: str,
+    target_col: str,
+    exog_cols: str | None,
+    freq: str,
+):
+    """Read INPUT and map it to long format: (raw table, long frame, report, pandas freq, exog columns)."""
+    from forecasting.data import to_long
+    from forecasting.io import read_table
+
+    exog = split_cols(exog_cols)
+    raw = read_table(input, query)
+    long, report, pfreq = to_long(raw, split_cols(id_cols), date_col, target_col, exog, freq)
+    return raw, long, report, pfreq, exog
+
+
 # Input options shared by every command that reads a demand table (DESIGN.md contract).
 InputArg = typer.Argument(..., help="CSV, CSV.GZ or Parquet file, or a SQLAlchemy URL (with --query).")
 IdColsOpt = typer.Option(..., "--id-cols", help="Comma-separated id columns; unique_id joins them with '/'.")

@@ -25,11 +25,12 @@ from api.cli_common import (
     guarded,
     print_json,
     print_table,
+    read_long,
     split_cols,
 )
 from forecasting import engine
 from forecasting.classify import class_counts, classify_demand
-from forecasting.data import LoadReport, future_frame, require_length, to_long
+from forecasting.data import LoadReport, future_frame, require_length
 from forecasting.errors import InputError
 from forecasting.io import read_table, write_table
 from forecasting.models.base import static_columns
@@ -67,8 +68,7 @@ def load_long(
     exog_cols: str | None,
     freq: str,
 ) -> tuple[pd.DataFrame, LoadReport, str, list[str]]:
-    ids, exog = split_cols(id_cols), split_cols(exog_cols)
-    df, report, pfreq = to_long(read_table(input, query), ids, date_col, target_col, exog, freq)
+    _, df, report, pfreq, exog = read_long(input, query, id_cols, date_col, target_col, exog_cols, freq)
     return df, report, pfreq, exog
 
 

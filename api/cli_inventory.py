@@ -24,9 +24,10 @@ from api.cli_common import (
     guarded,
     print_json,
     print_table,
+    read_long,
     split_cols,
 )
-from forecasting.data import LoadReport, future_frame, to_long
+from forecasting.data import LoadReport, future_frame
 from forecasting.errors import InputError
 from forecasting.inventory.classes import parse_class_levels
 from forecasting.inventory.inputs import InventoryDefaults, read_open_orders, read_params, resolve_params
@@ -137,9 +138,8 @@ def register(app: typer.Typer) -> None:
 
 
 def _load(input: str, query, id_cols, date_col, target_col, exog_cols, freq) -> Loaded:
-    ids, exog = split_cols(id_cols), split_cols(exog_cols)
-    raw = read_table(input, query)
-    long, report, pfreq = to_long(raw, ids, date_col, target_col, exog, freq)
+    raw, long, report, pfreq, exog = read_long(input, query, id_cols, date_col, target_col, exog_cols, freq)
+    ids = split_cols(id_cols)
     if (long["y"] < 0).any():
         first = long.loc[long["y"] < 0, "unique_id"].iloc[0]
         raise InputError(f"demand column {target_col!r} has negative values (e.g. series {first!r})")
