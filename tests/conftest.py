@@ -1,5 +1,6 @@
 """Shared test fixtures: the real data folder, and an isolated StockPilot home for every test."""
 
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -7,7 +8,8 @@ import pytest
 
 from forecasting.settings import get_settings
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+REPO = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("STOCKPILOT_SHARED_DATA") or REPO.parent / "shared" / "data")
 
 
 @pytest.fixture(scope="session")
