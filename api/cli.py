@@ -13,7 +13,12 @@ app = typer.Typer(
 )
 
 # Command modules, each exposing register(app).
-COMMAND_MODULES: tuple[str, ...] = ("api.cli_forecast", "api.cli_inventory", "api.cli_customers")
+COMMAND_MODULES: tuple[str, ...] = (
+    "api.cli_forecast",
+    "api.cli_inventory",
+    "api.cli_customers",
+    "api.cli_pipeline",
+)
 
 
 def _register_all() -> None:

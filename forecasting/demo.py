@@ -1,5 +1,6 @@
-"""The demo pipeline on the embedded UCI Online Retail data: weekly SKU demand, demand classes,
-a backtest of auto against baselines, and an 8-week forecast, all saved in the results store."""
+"""The demo pipeline on the embedded UCI Online Retail data: weekly SKU demand, demand classes, a backtest
+of auto against baselines, an 8-week forecast, inventory facts and order advice, all saved as one
+"pipeline" run (forecasting.pipeline.run_pipeline) in the results store."""
 
 from __future__ import annotations
 
@@ -8,16 +9,14 @@ from importlib import resources
 
 import pandas as pd
 from rich.console import Console
-from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from forecasting import engine
-from forecasting.classify import class_counts, classify_demand
-from forecasting.data import require_length
-from forecasting.store import ResultsStore
+from forecasting.classify import class_counts
+from forecasting.pipeline import BASELINES, pipeline_steps, progress_bar, run_pipeline
 from forecasting.transactions import sku_descriptions, transactions_to_demand
 
-DEMO_BASELINES = ("snaive", "ma", "sba")
+DEMO_BASELINES = BASELINES
+DEMO_DATASET = "UCI Online Retail"
 
 
 def demo_transactions() -> pd.DataFrame:
@@ -27,49 +26,34 @@ def demo_transactions() -> pd.DataFrame:
         return pd.read_parquet(p)
 
 
-def run_demo(horizon: int = 8, windows: int = 1, quiet: bool = False) -> dict:
+def demo_demand() -> tuple[pd.DataFrame, dict, str, pd.Series]:
+    """Weekly SKU demand (with the average unit price), the cleaning report, the frequency, descriptions."""
+    raw = demo_transactions()
+    demand, tx_report, freq = transactions_to_demand(raw, "W")
+    return demand, tx_report, freq, sku_descriptions(raw)
+
+
+def run_demo(horizon: int = 8, windows: int = 1, quiet: bool = False, as_of: str | None = None) -> dict:
     """Run the demo pipeline and print a compact summary; returns the summary as a dict."""
-    console = Console(stderr=True, quiet=quiet)
-    out = Console(quiet=quiet)
     start = time.perf_counter()
-    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn())
-    steps = 3 + len(DEMO_BASELINES) + 1 + len(engine.AUTO_CANDIDATES) * 2 + 1
-    with Progress(*columns, console=console, transient=True, disable=quiet) as bar:
-        task = bar.add_task("loading UCI Online Retail", total=steps)
-
-        def step(message: str) -> None:
-            bar.update(task, description=message, advance=1)
-
-        raw = demo_transactions()
-        demand, tx_report, freq = transactions_to_demand(raw, "W")
-        demand = require_length(demand, 2 * horizon + 1)
-        step("classifying demand")
-        classes = classify_demand(demand)
-        step("backtesting")
-        metrics, _ = engine.backtest(demand, freq, horizon, windows, ["auto", *DEMO_BASELINES], progress=step)
-        result = engine.forecast(demand, freq, horizon, "auto", progress=step)
-        step("saving results")
-        fc = result.forecast
-        descriptions = sku_descriptions(raw)
-        store = ResultsStore()
-        run_id = store.new_run("demo", {"data": "UCI Online Retail", "freq": freq, "horizon": horizon})
-        store.save("demand", demand, run_id)
-        store.save("demand_classes", classes, run_id)
-        store.save("backtest_metrics", metrics, run_id)
-        store.save("forecasts", fc, run_id)
-        store.save(
-            "sku_descriptions",
-            descriptions.rename("description").rename_axis("unique_id").reset_index(),
-            run_id,
+    out = Console(quiet=quiet)
+    with progress_bar(pipeline_steps("auto", DEMO_BASELINES), "loading UCI Online Retail", quiet) as step:
+        demand, tx_report, freq, descriptions = demo_demand()
+        result = run_pipeline(
+            demand,
+            freq,
+            horizon,
+            descriptions=descriptions,
+            dataset=DEMO_DATASET,
+            as_of=as_of,
+            windows=windows,
+            progress=step,
         )
-
+    run_id, classes, metrics, fc = result.run_id, result.classes, result.metrics, result.forecast
+    demand = result.demand
     counts = class_counts(classes)
-    top = (
-        fc.groupby("unique_id")[["yhat", "yhat_lower", "yhat_upper"]]
-        .sum()
-        .sort_values("yhat", ascending=False)
-        .head(10)
-    )
+    first = fc.sort_values("ds").groupby("unique_id")[["yhat", "yhat_lower", "yhat_upper"]].first()
+    top = first.assign(total=fc.groupby("unique_id")["yhat"].sum()).nlargest(10, "total")
     summary = {
         "run_id": run_id,
         "transactions": tx_report,
@@ -78,6 +62,8 @@ def run_demo(horizon: int = 8, windows: int = 1, quiet: bool = False) -> dict:
         "demand_classes": counts,
         "backtest": metrics.to_dict(orient="records"),
         "forecast_rows": len(fc),
+        "to_order_now": int((result.kpis["status"] == "order now").sum()),
+        "assumed": result.assumed,
         "seconds": round(time.perf_counter() - start, 1),
     }
     out.print(
@@ -110,5 +96,9 @@ def run_demo(horizon: int = 8, windows: int = 1, quiet: bool = False) -> dict:
             f"{r.yhat:,.0f} ({r.yhat_lower:,.0f} - {r.yhat_upper:,.0f})",
         )
     out.print(table)
+    out.print(
+        f"inventory: {summary['to_order_now']:,} SKUs to order now; assumed (no stock or cost data): "
+        + ", ".join(sorted(result.assumed))
+    )
     out.print(f"saved as run {run_id} in the results store; {summary['seconds']} s")
     return summary
