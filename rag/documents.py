@@ -5,7 +5,7 @@ Every document has an id `KIND:KEY` (optionally `KIND:KEY#SECTION` for one secti
 - `sku:85123A`, `sku:FOODS_3_090/CA_1` - fact sheet of one SKU (item or item/store series)
 - `category:FOODS_3`, `store:CA_1` - summaries per category or store
 - `supplier:4466` - supplier lead-time sheet
-- `report:2011-12-05` - weekly report (key = the report's date)
+- `report:weekly:2011-12-05` - weekly report (key = `weekly:` + the report's as-of date)
 - `policy:service-levels#targets-by-abc-class` - one section of a page of the handbook in docs/policies/
 
 The id depends only on what the document is about, never on its content, so a changed fact sheet keeps its

@@ -1,0 +1,85 @@
+"""Keep the saved knowledge-base index in step with the active pipeline run.
+
+    stats = update_index()          # documents of the active run -> <home>/index, only changed ones embedded
+    retriever = get_retriever(k=4)  # LangChain retriever over the saved index
+
+`update_index` builds every document (rag.factsheets.build_documents), `sync`s them into the saved
+HybridIndex (new and changed texts embedded, documents no longer produced removed, the rest untouched) and
+saves it atomically (rag.index: generation files, then the manifest swap).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from forecasting.errors import InputError
+from forecasting.factbook import FactBook
+from forecasting.store import ResultsStore
+from rag.embeddings import TextEncoder
+from rag.factsheets import build_documents
+from rag.index import HybridIndex
+from rag.retriever import KnowledgeRetriever
+
+INDEX_STEPS = 4
+"""Progress messages `update_index` sends (for a progress bar's total)."""
+
+
+def update_index(
+    store: ResultsStore | None = None,
+    progress: Callable[[str], None] | None = None,
+    *,
+    folder: str | Path | None = None,
+    embedder: TextEncoder | None = None,
+    run_id: str | None = None,
+    policy_dir: str | Path | None = None,
+) -> dict[str, Any]:
+    """Sync the index in `folder` (default `<home>/index`) with the documents of the active run (or
+    `run_id`); returns the run id, folder, document counts by type, added/updated/metadata_only/removed/
+    unchanged/embedded counts and the seconds it took."""
+    say = progress or (lambda _message: None)
+    start = time.perf_counter()
+    say("reading the active run")
+    book = FactBook.from_store(store, run_id)
+    say("building documents")
+    docs = build_documents(book, policy_dir)
+    say(f"embedding changed documents ({len(docs):,} in all)")
+    index = HybridIndex.open(folder, embedder)
+    stats = index.sync(docs)
+    say("saving the index")
+    saved = index.save(folder)
+    return {
+        "run_id": book.run_id,
+        "folder": str(saved),
+        "documents": len(index),
+        "by_type": dict(Counter(d.kind for d in docs)),
+        "added": stats.added,
+        "updated": stats.updated,
+        "metadata_only": stats.metadata_only,
+        "removed": stats.removed,
+        "unchanged": stats.unchanged,
+        "embedded": stats.embedded,
+        "seconds": round(time.perf_counter() - start, 2),
+    }
+
+
+def load_index(folder: str | Path | None = None, embedder: TextEncoder | None = None) -> HybridIndex:
+    """The saved index; InputError when `stockpilot index` has not been run yet."""
+    path = Path(folder) if folder is not None else HybridIndex.default_folder()
+    if not (path / "manifest.json").is_file():
+        raise InputError("no knowledge index yet: run `stockpilot index`")
+    return HybridIndex.load(path, embedder)
+
+
+def get_retriever(
+    k: int = 4,
+    filters: dict[str, Any] | None = None,
+    *,
+    index: HybridIndex | None = None,
+    folder: str | Path | None = None,
+) -> KnowledgeRetriever:
+    """A LangChain retriever over `index`, or over the saved index in `folder` (default `<home>/index`)."""
+    return KnowledgeRetriever(index=index or load_index(folder), k=k, filters=filters)
