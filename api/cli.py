@@ -18,6 +18,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "api.cli_inventory",
     "api.cli_customers",
     "api.cli_pipeline",
+    "api.cli_serve",
 )
 
 
