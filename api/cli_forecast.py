@@ -115,7 +115,7 @@ def forecast(
     df, report, pfreq, exog = load_long(input, query, id_cols, date_col, target_col, exog_cols, freq)
     df = require_length(df, horizon, report)
     X_df = load_future(future, id_cols, date_col, exog, df, pfreq)
-    n_steps = (len(engine.AUTO_CANDIDATES) * 2 if names[0] == "auto" else 2) + 1
+    n_steps = (len(engine.auto_candidates(df, pfreq, horizon)) * 2 if names[0] == "auto" else 2) + 1
     with progress_bar(n_steps, quiet=as_json) as step:
         result = engine.forecast(df, pfreq, horizon, names[0], X_df, stockout_weight, seed, progress=step)
     fc = result.forecast
@@ -127,6 +127,8 @@ def forecast(
     )
     store.save("forecasts", fc, run_id)
     store.save("demand_classes", classes, run_id)
+    if result.attention is not None and len(result.attention):
+        store.save("forecast_attention", result.attention, run_id)
     seconds = time.perf_counter() - start
     summary = {
         "output": str(output),

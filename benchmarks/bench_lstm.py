@@ -16,120 +16,19 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from forecasting.data import to_long  # noqa: E402
+from m5data import H, coverage, load_m5, official_future, peak_rss_gb, split, wrmsse  # noqa: E402
+
+from forecasting.models.lgbm import LGBMForecaster  # noqa: E402
 from forecasting.models.lstm import LSTMForecaster  # noqa: E402
-
-DATA = ROOT.parent / "shared" / "data" / "m5" / "m5_sales_long.csv.gz"
-H = 28
-STATICS = ["dept_id", "cat_id", "store_id", "state_id"]
-DYNAMIC = ["sell_price", "snap", "event_name_1", "event_type_1"]
-
-
-def load_m5(n_series: int | None = None) -> pd.DataFrame:
-    """The M5 subset in long format: unique_id = item_id/store_id, exogenous DYNAMIC + STATICS."""
-    raw = pd.read_csv(DATA)
-    if n_series:
-        keys = raw[["item_id", "store_id"]].drop_duplicates().sort_values(["item_id", "store_id"])
-        keep = keys.iloc[np.linspace(0, len(keys) - 1, n_series).round().astype(int)]
-        raw = raw.merge(keep, on=["item_id", "store_id"])
-    df, _, _ = to_long(raw, ["item_id", "store_id"], "date", "value", DYNAMIC + STATICS, freq="D")
-    return df
-
-
-def split(df: pd.DataFrame, h: int = H) -> tuple[pd.DataFrame, pd.DataFrame]:
-    cutoff = df["ds"].max() - pd.Timedelta(days=h)
-    return df[df["ds"] <= cutoff].reset_index(drop=True), df[df["ds"] > cutoff].reset_index(drop=True)
-
-
-def wrmsse(train: pd.DataFrame, test: pd.DataFrame, fc: pd.DataFrame, col: str = "yhat") -> float:
-    """Level-12 WRMSSE of forecast column `col` (see the module docstring)."""
-    scales, weights = {}, {}
-    last = train["ds"].max() - pd.Timedelta(days=H - 1)
-    for uid, g in train.groupby("unique_id", sort=False):
-        y = g["y"].to_numpy()
-        nz = np.flatnonzero(y)
-        y = y[nz[0] :] if len(nz) else y
-        scales[uid] = np.mean(np.diff(y) ** 2) if len(y) > 1 else np.nan
-        recent = g[g["ds"] >= last]
-        weights[uid] = float((recent["y"] * recent["sell_price"].fillna(0)).sum())
-    m = test[["unique_id", "ds", "y"]].merge(fc[["unique_id", "ds", col]], on=["unique_id", "ds"], how="left")
-    if m[col].isna().any():
-        raise ValueError(f"forecast misses {int(m[col].isna().sum())} test rows")
-    mse = m.assign(se=(m["y"] - m[col]) ** 2).groupby("unique_id")["se"].mean()
-    scale = pd.Series(scales).reindex(mse.index)
-    w = pd.Series(weights).reindex(mse.index)
-    ok = scale > 0
-    w = w[ok] / w[ok].sum()
-    return float((w * np.sqrt(mse[ok] / scale[ok])).sum())
-
-
-def coverage(test: pd.DataFrame, fc: pd.DataFrame) -> float:
-    m = test[["unique_id", "ds", "y"]].merge(fc, on=["unique_id", "ds"])
-    return float(((m["y"] >= m["yhat_lower"]) & (m["y"] <= m["yhat_upper"])).mean())
-
-
-def peak_rss_gb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2  # Linux: KiB
-
-
-def lightgbm_model(threads: int):
-    """The project's LGBMForecaster; a plain mlforecast LightGBM while that does not exist yet."""
-    try:
-        from forecasting.models.lgbm import LGBMForecaster
-
-        return LGBMForecaster(seed=42, num_threads=threads), "LGBMForecaster"
-    except ImportError:
-        return FallbackLGBM(threads), "mlforecast LightGBM (fallback)"
-
-
-class FallbackLGBM:
-    """Default mlforecast LightGBM: lags 7/14/28, rolling means, date features, exogenous columns."""
-
-    def __init__(self, threads: int):
-        self.threads = threads
-
-    def fit(self, df: pd.DataFrame, freq: str) -> FallbackLGBM:
-        import lightgbm as lgb
-        from mlforecast import MLForecast
-        from mlforecast.lag_transforms import RollingMean
-
-        from forecasting.models.base import static_columns
-
-        self.cats = [c for c in df.columns if df[c].dtype == object]
-        self.static = static_columns(df)
-        data = df.copy()
-        for c in self.cats:
-            data[c] = data[c].astype("category")
-        self.mlf = MLForecast(
-            models={"lgbm": lgb.LGBMRegressor(n_jobs=self.threads, random_state=42, verbosity=-1)},
-            freq=freq,
-            lags=[7, 14, 28],
-            lag_transforms={7: [RollingMean(7), RollingMean(28)], 28: [RollingMean(28)]},
-            date_features=["dayofweek", "month", "day"],
-        )
-        self.mlf.fit(data, static_features=self.static)
-        self.dtypes = data.dtypes
-        return self
-
-    def predict(self, h: int, X_df: pd.DataFrame) -> pd.DataFrame:
-        X = X_df.copy()
-        for c in self.cats:
-            if c in X.columns:
-                X[c] = pd.Categorical(X[c], categories=self.dtypes[c].categories)
-        out = self.mlf.predict(h, X_df=X).rename(columns={"lgbm": "yhat"})
-        out["yhat"] = out["yhat"].clip(lower=0)
-        return out
 
 
 def main() -> None:
@@ -145,7 +44,7 @@ def main() -> None:
 
     df = load_m5(args.series)
     train, test = split(df)
-    X_test = test.drop(columns="y")
+    X_test = official_future(train)
     params = {"seed": 42, "num_threads": args.threads, **json.loads(args.params)}
     res: dict = {"series": int(df["unique_id"].nunique()), "threads": args.threads, "params": params}
 
@@ -177,10 +76,8 @@ def main() -> None:
             )
         )
     if not args.no_lgbm:
-        model, label = lightgbm_model(args.threads)
         t0 = time.perf_counter()
-        fc_lgbm = model.fit(train, "D").predict(H, X_test)
-        res["lgbm_model"] = label
+        fc_lgbm = LGBMForecaster(seed=42, num_threads=args.threads).fit(train, "D").predict(H, X_test)
         res["lgbm_fit_predict_s"] = time.perf_counter() - t0
         res["wrmsse_lgbm"] = wrmsse(train, test, fc_lgbm)
         ens = fc_lstm[["unique_id", "ds", "yhat"]].merge(

@@ -14,14 +14,37 @@ from forecasting.models.auto import AutoForecaster
 from forecasting.models.registry import MODEL_NAMES
 from forecasting.models.stats import season_length
 
-AUTO_CANDIDATES = ("snaive", "ma", "ets", "sba", "tsb", "lgbm")
+AUTO_CANDIDATES = ("snaive", "ma", "ets", "sba", "tsb", "lgbm", "lstm")
+# The LSTM joins `auto` when a global network has enough to learn from and its training fits the time
+# budget: at least LSTM_MIN_SERIES series whose typical history holds two lookback windows plus the
+# backtest horizons, and at most LSTM_MAX_ROWS rows (beyond that, ask for `--model lstm` explicitly).
+LSTM_MIN_SERIES = 20
+LSTM_MAX_ROWS = 300_000
+ATTENTION_TOP_K = 5
 
 
 @dataclass
 class ForecastResult:
+    """The forecast table, the fitted model, and for series the LSTM helped forecast, the past periods
+    its attention weighed most (`unique_id, rank, past_ds, weight, y`), or None."""
+
     forecast: pd.DataFrame
     model: AutoForecaster
     notes: list[str] = field(default_factory=list)
+    attention: pd.DataFrame | None = None
+
+
+def auto_candidates(df: pd.DataFrame, freq: str, h: int) -> tuple[str, ...]:
+    """The candidates `auto` backtests on `df` (the LSTM only where it fits, see LSTM_MAX_ROWS)."""
+    from forecasting.models.lstm import DEFAULT_LOOKBACK, freq_key
+
+    lengths = df.groupby("unique_id", sort=False).size()
+    use_lstm = (
+        len(lengths) >= LSTM_MIN_SERIES
+        and len(df) <= LSTM_MAX_ROWS
+        and lengths.median() >= 2 * DEFAULT_LOOKBACK[freq_key(freq)] + 2 * h
+    )
+    return tuple(c for c in AUTO_CANDIDATES if c != "lstm" or use_lstm)
 
 
 def resolve_models(spec: str) -> list[str]:
@@ -34,10 +57,16 @@ def resolve_models(spec: str) -> list[str]:
 
 
 def build(
-    model: str, horizon: int, stockout_weight: float = 1.0, seed: int = 42, n_windows: int = 2, progress=None
+    model: str,
+    horizon: int,
+    stockout_weight: float = 1.0,
+    seed: int = 42,
+    n_windows: int = 2,
+    progress=None,
+    candidates: tuple[str, ...] = AUTO_CANDIDATES,
 ) -> AutoForecaster:
-    """`auto` selects among AUTO_CANDIDATES; a single name is that model with conformal intervals."""
-    candidates = AUTO_CANDIDATES if model == "auto" else (model,)
+    """`auto` selects among `candidates`; a single name is that model with conformal intervals."""
+    candidates = candidates if model == "auto" else (model,)
     return AutoForecaster(
         horizon=horizon,
         candidates=candidates,
@@ -59,9 +88,21 @@ def forecast(
     progress: Callable[[str], None] | None = None,
 ) -> ForecastResult:
     """Fit `model` on all of `df` and forecast `h` periods with 90% intervals (forecast table)."""
-    forecaster = build(model, h, stockout_weight, seed, progress=progress).fit(df, freq)
-    fc = forecaster.predict(h, X_df)
-    return ForecastResult(forecast=fc, model=forecaster)
+    forecaster = build(
+        model, h, stockout_weight, seed, progress=progress, candidates=auto_candidates(df, freq, h)
+    )
+    fc = forecaster.fit(df, freq).predict(h, X_df)
+    return ForecastResult(forecast=fc, model=forecaster, attention=_attention(forecaster, fc))
+
+
+def _attention(forecaster: AutoForecaster, fc: pd.DataFrame) -> pd.DataFrame | None:
+    """Top attention periods of the LSTM for the series whose chosen method includes it."""
+    lstm = forecaster.models_.get("lstm")
+    if lstm is None:
+        return None
+    uses = fc.loc[fc["model"].str.split("+").map(lambda parts: "lstm" in parts), "unique_id"].unique()
+    summary = lstm.attention_summary(top_k=ATTENTION_TOP_K)
+    return summary[summary["unique_id"].isin(uses)].reset_index(drop=True)
 
 
 def backtest(
@@ -80,7 +121,12 @@ def backtest(
         if progress:
             progress(f"backtesting {name}")
         cv, seconds = cross_validate(
-            lambda n=name: build(n, h, stockout_weight, seed), df, freq, h, windows, min_train=2
+            lambda n=name: build(n, h, stockout_weight, seed, candidates=auto_candidates(df, freq, h)),
+            df,
+            freq,
+            h,
+            windows,
+            min_train=2,
         )
         if cv.empty:
             raise InputError(f"not enough history for {windows} windows of {h} periods")

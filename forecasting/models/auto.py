@@ -61,7 +61,7 @@ class AutoForecaster(Forecaster):
         for name in names:
             self._say(f"backtesting {name}")
             frame, _ = cross_validate(
-                lambda n=name: make_model(n, self.stockout_weight, self.seed),
+                lambda n=name: make_model(n, self.stockout_weight, self.seed, self.horizon),
                 df,
                 freq,
                 self.horizon,
@@ -84,7 +84,7 @@ class AutoForecaster(Forecaster):
         self.models_ = {}
         for name in needed:
             self._say(f"fitting {name} on all data")
-            self.models_[name] = make_model(name, self.stockout_weight, self.seed).fit(df, freq)
+            self.models_[name] = make_model(name, self.stockout_weight, self.seed, self.horizon).fit(df, freq)
         return self
 
     def _choose(

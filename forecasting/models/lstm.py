@@ -47,7 +47,7 @@ ROLLING = {"D": (7, 28, 91), "W": (4, 13, 52), "MS": (3, 12)}  # rolling means f
 SEASON = {"D": (7, 4), "W": (52, 1), "MS": (12, 1)}  # (season length, seasons averaged) for the decoder
 
 
-def _freq_key(freq: str) -> str:
+def freq_key(freq: str) -> str:
     if freq.startswith("W"):
         return "W"
     return "MS" if freq.startswith("M") else "D"
@@ -55,7 +55,7 @@ def _freq_key(freq: str) -> str:
 
 def calendar_features(dates: pd.DatetimeIndex, freq: str) -> tuple[np.ndarray, np.ndarray, list[int]]:
     """Calendar features of `dates`: (numeric [n, k] float32, codes [n, m] int64, code cardinalities)."""
-    key = _freq_key(freq)
+    key = freq_key(freq)
     month = dates.month.to_numpy()
     cats, cards, nums = [month], [13], []
     if key == "D":
@@ -234,7 +234,7 @@ class LSTMForecaster(Forecaster):
         if df is None or len(df) == 0:
             raise InputError("no rows to train the LSTM on")
         started = time.perf_counter()
-        key = _freq_key(freq)
+        key = freq_key(freq)
         self.freq_ = freq
         self.horizon_ = int(self.horizon or DEFAULT_HORIZON[key])
         self.lookback_ = int(self.lookback or DEFAULT_LOOKBACK[key])
@@ -353,7 +353,7 @@ class LSTMForecaster(Forecaster):
             "last_cat": CAT[np.arange(N), end],
         }
         self.n_num_ = NUM.shape[-1] + cal_num.shape[1]
-        self.n_target_ = 2 + len(ROLLING[_freq_key(self.freq_)])
+        self.n_target_ = 2 + len(ROLLING[freq_key(self.freq_)])
         self.cat_cards_ = [len(self.dyn_vocab_[c]) + 2 for c in self.dyn_cat_] + list(self.cal_cards_)
         self.static_cards_ = [len(self.static_vocab_[c]) + 1 for c in self.static_cat_]
 
@@ -374,7 +374,7 @@ class LSTMForecaster(Forecaster):
 
     def _history(self) -> int:
         """Target periods one window reads: the lookback plus what rolling and seasonal features need."""
-        key = _freq_key(self.freq_)
+        key = freq_key(self.freq_)
         season, n_seasons = SEASON[key]
         return self.lookback_ + max(max(ROLLING[key]), season * n_seasons)
 
@@ -400,7 +400,7 @@ class LSTMForecaster(Forecaster):
         target features [B, L, 2 + rolling] (scaled value, observed flag, scaled rolling means), the
         lookback's observed flags [B, L], and decoder seasonal features [B, H, 2] (last same-season
         value and the mean over the last seasons, scaled)."""
-        key = _freq_key(self.freq_)
+        key = freq_key(self.freq_)
         L, H = self.lookback_, self.horizon_
         B, P = y_long.shape
         yo = y_long * obs_long

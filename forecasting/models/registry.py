@@ -9,8 +9,10 @@ from forecasting.models.stats import StatsForecaster
 MODEL_NAMES = (*StatsForecaster.METHODS, "lgbm", "lstm")
 
 
-def make_model(name: str, stockout_weight: float = 1.0, seed: int = 42) -> Forecaster:
-    """A fresh, unfitted point forecaster by name."""
+def make_model(
+    name: str, stockout_weight: float = 1.0, seed: int = 42, horizon: int | None = None
+) -> Forecaster:
+    """A fresh, unfitted point forecaster by name; `horizon` is what the LSTM trains to emit at once."""
     if name in StatsForecaster.METHODS:
         return StatsForecaster(name)
     if name == "lgbm":
@@ -20,5 +22,5 @@ def make_model(name: str, stockout_weight: float = 1.0, seed: int = 42) -> Forec
     if name == "lstm":
         from forecasting.models.lstm import LSTMForecaster
 
-        return LSTMForecaster(stockout_weight=stockout_weight, seed=seed)
+        return LSTMForecaster(horizon=horizon, stockout_weight=stockout_weight, seed=seed)
     raise InputError(f"unknown model {name!r}: choose auto or one of {', '.join(MODEL_NAMES)}")
