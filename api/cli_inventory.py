@@ -601,7 +601,8 @@ def simulate_cmd(
         max_cover_days=max_cover_days,
     )
     pdays = period_days(data.freq)
-    history_periods = max(int(math.ceil(naive_window_days / pdays)), 1)
+    window = max(naive_window_days, settings.censoring.window_days if settings.censoring else 0.0)
+    history_periods = max(int(math.ceil(window / pdays)), 1)
     ids, hist, actual, dates = demand_matrices(data.long, test_periods, history_periods)
     notes = list(data.report.lines())
     if po_history:

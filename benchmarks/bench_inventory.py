@@ -32,6 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from forecasting.data import to_long  # noqa: E402
+from forecasting.inventory.censoring import CensoringSettings  # noqa: E402
 from forecasting.inventory.inputs import InventoryDefaults, resolve_params  # noqa: E402
 from forecasting.inventory.leadtime import LeadTimeSampler, po_lead_times  # noqa: E402
 from forecasting.inventory.paths import with_residual_sigma  # noqa: E402
@@ -49,6 +50,7 @@ POS = DATA / "bibitor" / "InvoicePurchases12312016.csv"
 SIM_ASSUMED = ("unit_cost", "order_cost", "holding_rate", "pack_size", "moq", "stockout_cost")
 CACHE = ROOT / ".stockpilot" / "bench_cache"
 TEST = 28
+HISTORY = 364  # days of sales before the test the policies see (stock-out runs are judged on them)
 EXOG = ["sell_price", "snap", "event_name_1", "event_type_1"]
 METRICS = (
     "fill_rate",
@@ -107,7 +109,7 @@ def engine_forecast(
 
 def run_simulation(args) -> dict:
     long, X = load_m5()
-    ids, hist, actual, dates = demand_matrices(long, TEST, 56)
+    ids, hist, actual, dates = demand_matrices(long, TEST, HISTORY)
     sampler = LeadTimeSampler().fit(po_lead_times(pd.read_csv(POS)))
     h = TEST + int(sampler.values_.max())  # every forecast covers the test and the longest lead time
     offsets = list(range(0, TEST, args.refresh_every)) if args.refresh_every else [0]
@@ -138,13 +140,15 @@ def run_simulation(args) -> dict:
     params, assumed = resolve_params(ids, InventoryDefaults(), prices=prices)
     results = {}
     issues = [align_forecast(fc, ids, dates) for _, fc in issues]
-    variants = [("cycle", issues), ("order_up_to", issues)]
+    variants = [("cycle", issues, True), ("order_up_to", issues, True)]
+    variants.append(("cycle, no censoring", issues, False))
     if len(issues) > 1:
-        variants.append(("cycle, one forecast", issues[:1]))
-    for name, used in variants:
+        variants.append(("cycle, one forecast", issues[:1], True))
+    for name, used, censoring in variants:
         settings = SimulationSettings(
             service_level=0.95, start=name.split(",")[0], reps=args.reps, seed=args.seed
         )
+        settings.censoring = CensoringSettings(alpha=args.censor_alpha) if censoring else None
         start = time.perf_counter()
         r = simulate(actual, hist, used, params, sampler, "D", settings)
         results[name] = {**r.to_dict(), "seconds": time.perf_counter() - start, "per_series": r.per_series}
@@ -155,7 +159,10 @@ def run_simulation(args) -> dict:
     print(f"demand sigma from {sigma_note}")
     print("assumed: " + "; ".join(f"{k} = {v}" for k, v in assumed.items() if k in SIM_ASSUMED))
     for name, r in results.items():
-        print(f"\n[start: {name}]  forecasts issued at test days {r['settings']['forecast_issues']}")
+        print(
+            f"\n[start: {name}]  forecasts issued at test days {r['settings']['forecast_issues']}, "
+            f"series planned on in-stock demand (stock-out runs) {r['settings']['censored_series']}"
+        )
         print(f"{'metric':<22}{'policy':>14}{'naive':>14}{'change %':>10}")
         for m in METRICS:
             chg = r["change_pct"][m]
@@ -260,6 +267,12 @@ def main() -> None:
         type=int,
         default=28,
         help="sigma from a forecast issued this many days before the test (0: from the intervals)",
+    )
+    parser.add_argument(
+        "--censor-alpha",
+        type=float,
+        default=CensoringSettings.alpha,
+        help="a zero-sales run with probability p0^k below this is a stock-out (censored demand)",
     )
     parser.add_argument("--reps", type=int, default=20, help="replications of lead-time and start draws")
     parser.add_argument("--seed", type=int, default=0)

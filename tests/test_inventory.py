@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 from api.cli import app
 from forecasting.data import to_long
 from forecasting.errors import InputError
+from forecasting.inventory.censoring import CensoringSettings, censored_demand, censored_mask
 from forecasting.inventory.classes import (
     abc_kmeans,
     abc_pareto,
@@ -268,9 +269,14 @@ def test_planner_facts_are_consistent(planned):
     assert np.allclose(t["order_up_to"], t["reorder_point"] + t["eoq"])
     assert np.allclose(t["safety_stock_csl"], norm.ppf(0.95) * t["ltd_std"])
     assert np.allclose(t["inventory_position"], t["on_hand"] + t["open_po"] - t["backorders"])
-    # lead-time demand is the forecast summed over the 14-day lead time
+    # lead-time demand is the forecast summed over the 14-day lead time; FOODS_2_360 came back from a
+    # four-month outage 4 weeks before the end of the data: it plans on its in-stock rate instead
     first14 = fc[fc["ds"] < fc["ds"].min() + pd.Timedelta(days=14)].groupby("unique_id")["yhat"].sum()
-    assert np.allclose(t["ltd_mean"], first14.reindex(t.index))
+    first14 = first14.reindex(t.index)
+    run = t["stockout_run"]
+    assert set(t.index[run]) == {"FOODS_2_360/CA_1", "FOODS_2_360/TX_1", "FOODS_2_360/WI_1"}
+    assert np.allclose(t.loc[~run, "ltd_mean"], first14[~run])
+    assert (t.loc[run, "ltd_mean"] > first14[run] + 10).all()
     assert set(t["location"]) == {"CA_1", "TX_1", "WI_1"}
     assert set(t["abc"]) <= {"A", "B", "C"} and set(t["xyz"]) <= {"X", "Y", "Z"}
 
@@ -287,9 +293,13 @@ def test_order_advice_from_inventory_position(planned):
     ).all()
     today = fc["ds"].min()
     assert (t.loc[order, "latest_order_date"] == today).all()
-    # for the others, the forecast consumes position - reorder point by the latest order date
+    # for the others, the planned demand (the forecast, or the in-stock rate after a stock-out run)
+    # consumes position - reorder point by the latest order date
     later = t[~order & (t["days_to_order"] < 56)]
-    cum = fc.pivot(index="unique_id", columns="ds", values="yhat").cumsum(axis=1)
+    cum = pd.DataFrame(planner.paths_.mean, index=planner.paths_.ids).cumsum(axis=1)
+    plain = ~planner.stockout_runs_
+    expected = fc.pivot(index="unique_id", columns="ds", values="yhat").cumsum(axis=1)
+    assert np.allclose(cum[plain], expected.loc[cum.index[plain]])
     for uid, row in later.iterrows():
         days = int(np.floor(row["days_to_order"]))
         used_before = cum.loc[uid].iloc[days - 1] if days > 0 else 0.0
@@ -604,3 +614,64 @@ def test_cli_bad_inputs_exit_2_with_one_line(cli_files, m5_small, data_dir):
         assert result.exit_code == 2, (args[0], result.output)
         assert message in result.stderr and result.stderr.count("\n") == 1, result.stderr
         assert "nan" not in result.stdout.lower()
+
+
+# ---- stock-out runs (censored demand) --------------------------------------------------------------
+
+
+def test_censored_mask_by_hand():
+    # p0 = 12/20 for the first row: a 10-day run has chance 0.6^10 = 0.006, a 2-day run is too short
+    row = [3, 4, 0, 0, 5, 2, 3, 6, 2, 4] + [0] * 10
+    rare = [0] * 9 + [1] + [0] * 10  # nearly always zero: a long run is ordinary
+    mask = censored_mask(np.array([row, rare], dtype=float), threshold=0.01, min_run=3)
+    assert mask[0].tolist() == [False] * 10 + [True] * 10
+    assert not mask[1].any()
+    assert not censored_mask(np.array([row], dtype=float), threshold=0.001, min_run=3).any()
+
+
+@pytest.fixture(scope="module")
+def outage(m5_raw):
+    """FOODS_2_360 sold nothing from 2015-10-31 to 2016-02-29 in all ten stores and then sold again;
+    with it, steady and rare real sellers of the same stores."""
+    items = ["FOODS_2_360", "FOODS_3_586", "HOBBIES_2_025", "FOODS_3_702"]
+    d = m5_raw[m5_raw["item_id"].isin(items) & m5_raw["store_id"].isin(["CA_1", "TX_1", "WI_2"])]
+    long, _, _ = to_long(d[d["date"] > "2015-01-01"], ["item_id", "store_id"], "date", "value", [], "D")
+    return long
+
+
+def test_stockout_runs_are_found_on_real_sales(outage):
+    uids, hist, actual, dates = demand_matrices(outage, 28, 364)
+    found = censored_demand(hist)
+    flagged = set(uids[found.flag])
+    assert flagged == {"FOODS_2_360/CA_1", "FOODS_2_360/TX_1", "FOODS_2_360/WI_2"}
+    i = uids.get_loc("FOODS_2_360/WI_2")
+    in_stock = hist[i][hist[i] > 0]
+    assert in_stock.mean() > found.rate[i] > 10  # the in-stock rate counts its ordinary zero days
+    assert found.censored_periods[i] >= 120
+    assert (hist[:, -28:].sum(axis=1)[found.flag] == 0).all()
+
+
+def test_planning_on_in_stock_demand_serves_the_return(outage, bibitor_lt):
+    uids, hist, actual, dates = demand_matrices(outage, 28, 364)
+    fc = profile_forecast(outage, dates[0], 28 + 24)
+    issue = align_forecast(fc, uids, dates)
+    params, _ = resolve_params(uids, InventoryDefaults())
+    sampler = LeadTimeSampler().fit(bibitor_lt)
+    on = simulate(actual, hist, [issue], params, sampler, "D", SimulationSettings(reps=4))
+    off = simulate(actual, hist, [issue], params, sampler, "D", SimulationSettings(reps=4, censoring=None))
+    back = on.per_series["unique_id"].str.startswith("FOODS_2_360")
+    assert actual[back.to_numpy()].sum() > 300  # it did sell again in the test
+    assert on.settings["censored_series"] == [3] and off.settings["censored_series"] == []
+    assert on.per_series.loc[back, "policy_fill_rate"].min() > 0.9
+    assert off.per_series.loc[back, "policy_fill_rate"].max() < 0.5
+    assert on.policy["fill_rate"] > off.policy["fill_rate"]
+    # the planner does the same from a long history table
+    history = outage[outage["ds"] < dates[0]]
+    plan = InventoryPlanner().fit(fc, "D", history=history).table_.set_index("unique_id")
+    plain = InventoryPlanner(PolicySettings(censoring=None)).fit(fc, "D", history=history).table_
+    assert plan.loc["FOODS_2_360/WI_2", "stockout_run"]
+    assert plan["stockout_run"].sum() == 3
+    assert plan.loc["FOODS_2_360/WI_2", "reorder_point"] > 100
+    assert plain.set_index("unique_id").loc["FOODS_2_360/WI_2", "reorder_point"] < 1
+    with pytest.raises(InputError, match="alpha"):
+        CensoringSettings(alpha=2.0)

@@ -5,6 +5,8 @@ forecast path and its interval, safety stock for the cycle service level (z * sq
 d^2 sigma_L^2)) and for a fill rate, reorder point, EOQ (capped at `max_cover_days` of demand and
 rounded to pack / MOQ), order-up-to level, order now (quantity, latest order date) from the inventory
 position, days of cover, stockout risk before the next delivery, turnover, holding cost, ABC/XYZ.
+With a sales history, SKUs whose recent zero sales are a stock-out run (forecasting/inventory/censoring)
+plan on at least their in-stock demand rate (`stockout_run` = True in the table).
 """
 
 from __future__ import annotations
@@ -15,6 +17,12 @@ import numpy as np
 import pandas as pd
 
 from forecasting.errors import InputError
+from forecasting.inventory.censoring import (
+    CensoringSettings,
+    censored_demand,
+    history_matrix,
+    unconstrain,
+)
 from forecasting.inventory.classes import (
     CLASS_SERVICE_LEVELS,
     abc_classes,
@@ -63,6 +71,7 @@ KPI_COLUMNS = [
     "unit_cost",
     "price",
     "status",
+    "stockout_run",
     "assumed",
 ]
 ORDER_COLUMNS = [
@@ -89,7 +98,8 @@ ORDER_COLUMNS = [
 @dataclass
 class PolicySettings:
     """How targets are set. `service_level` (one cycle service level for all) overrides the per-class
-    targets; `fill_rate` makes the reorder point use the fill-rate safety stock instead."""
+    targets; `fill_rate` makes the reorder point use the fill-rate safety stock instead; `censoring`
+    (None: off) finds stock-out runs in the history and plans those SKUs on their in-stock demand."""
 
     service_level: float | None = None
     class_levels: dict[str, float] = field(default_factory=lambda: dict(CLASS_SERVICE_LEVELS))
@@ -97,6 +107,7 @@ class PolicySettings:
     abc_method: str = "pareto"
     max_cover_days: float = 90.0
     interval_level: float = 0.90
+    censoring: CensoringSettings | None = field(default_factory=CensoringSettings)
 
     def __post_init__(self) -> None:
         if self.service_level is not None:
@@ -134,6 +145,14 @@ class InventoryPlanner:
         if not np.any(paths.mean > 0):
             raise InputError("every SKU has zero forecast demand: check the target column and the forecast")
         params, assumed = resolve_params(paths.ids, self.defaults, stock, prices, open_po, vendor_stats)
+        self.stockout_runs_ = np.zeros(len(paths.ids), dtype=bool)
+        c = self.settings.censoring
+        if c is not None and history is not None and len(history):
+            pdays = period_days(freq)
+            sales = history_matrix(history, paths.ids, c.periods(c.window_days, pdays))
+            found = censored_demand(sales, c, pdays)
+            paths = unconstrain(paths, found)
+            self.stockout_runs_ = found.flag
         self.paths_ = paths
         self.assumed_ = assumed
         self.table_ = self._compute(paths, params, freq, history, location_part)
@@ -248,6 +267,7 @@ class InventoryPlanner:
                 "unit_cost": unit_cost,
                 "price": params["price"].to_numpy(),
                 "status": status,
+                "stockout_run": self.stockout_runs_,
                 "assumed": params["assumed"].to_numpy(),
                 "order_qty": order_qty,
                 "order_value": order_qty * unit_cost,
@@ -299,6 +319,7 @@ class InventoryPlanner:
             "annual_ordering_cost": float(t["ordering_cost"].sum()),
             "mean_stockout_prob": float(t["stockout_prob"].mean()),
             "status": t["status"].value_counts().to_dict(),
+            "stockout_runs": int(t["stockout_run"].sum()),
             "abc": t["abc"].value_counts().sort_index().to_dict(),
             "xyz": t["xyz"].value_counts().sort_index().to_dict(),
         }

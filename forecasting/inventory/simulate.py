@@ -13,17 +13,21 @@ Both policies, every series (x replications), the same rules except how the reor
 Policy ("forecast"): s_t = forecast demand over the next L periods (L = mean lead time) + z *
 sqrt(sum of forecast variances over them + d^2 sigma_L^2), recomputed every period from the latest
 forecast (one made at the start of the test, or forecasts refreshed during it: see `simulate`).
+Series whose recent sales are a stock-out run (zero sales for longer than their own rate makes
+plausible, see forecasting/inventory/censoring.py) plan on at least their in-stock demand rate, judged
+from the history plus the test periods observed before each forecast issue.
 Baseline ("naive"): s_t = 28-day moving average of the observed demand x 30 days of cover.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
 from forecasting.errors import InputError
+from forecasting.inventory.censoring import CensoringSettings, censored_demand, unconstrain
 from forecasting.inventory.leadtime import LeadTimeSampler
 from forecasting.inventory.paths import ForecastPaths, forecast_paths, period_days, window_sum
 from forecasting.inventory.policy import eoq, round_to_pack, z_value
@@ -55,6 +59,9 @@ class SimulationSettings:
     reps: int = 20
     seed: int = 0
     max_cover_days: float = 90.0
+    # stock-out runs in the sales known at each forecast issue raise the forecast to the in-stock rate
+    # (forecasting.inventory.censoring); None replays the forecasts as they are
+    censoring: CensoringSettings | None = field(default_factory=CensoringSettings)
 
     def __post_init__(self) -> None:
         z_value(self.service_level)
@@ -175,8 +182,14 @@ def simulate(
     lbar, lsd = sampler.mean_ / pdays, sampler.std_ / pdays
     z = z_value(s.service_level)
     s_pol, q_pol = np.zeros((n, T)), np.zeros((n, T))
+    censored = []
     for k_issue, (issued, fc) in enumerate(issues):
         until = issues[k_issue + 1][0] if k_issue + 1 < len(issues) else T
+        if s.censoring is not None:
+            known = np.concatenate([history, actual[:, :issued]], axis=1)
+            found = censored_demand(known, s.censoring, pdays)
+            fc = unconstrain(fc, found)
+            censored.append(int(found.flag.sum()))
         cum = fc.cumulative()
         var_cum = np.concatenate([np.zeros((n, 1)), np.cumsum(fc.sigma**2, axis=1)], axis=1)
         tail, tail_var = fc.mean.mean(axis=1), (fc.sigma**2).mean(axis=1)
@@ -237,6 +250,7 @@ def simulate(
         "naive": f"reorder point = {s.naive_window_days}-day moving average x {s.naive_cover_days:g} days",
         "max_cover_days": s.max_cover_days,
         "forecast_issues": [int(p) for p, _ in issues],
+        "censored_series": censored,
         "stockout_day": "a series-period closing with no stock on hand",
     }
     return SimulationResult(policy, baseline, change, per_series, info)
