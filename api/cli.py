@@ -19,6 +19,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "api.cli_customers",
     "api.cli_pipeline",
     "api.cli_serve",
+    "api.cli_assistant",
 )
 
 
