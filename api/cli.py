@@ -20,6 +20,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "api.cli_pipeline",
     "api.cli_serve",
     "api.cli_assistant",
+    "api.cli_report",
 )
 
 
