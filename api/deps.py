@@ -93,14 +93,18 @@ def check_sku(book: FactBook, sku: str) -> str:
 
 
 def get_assistant(request: Request) -> Any:
-    """Dependency: the process-wide assistant, created on first use (loading the model takes seconds)."""
-    state = request.app.state
-    with state.assistant_lock:
-        if state.assistant is None:
-            from llm.assistant import Assistant
+    """Dependency: the assistant over the active run. Built on first use (the intent model trains and the
+    index loads), rebuilt when the active run changes, keeping the loaded language model."""
+    from llm.assistant import Assistant
 
+    state = request.app.state
+    book = get_book(request)
+    with state.assistant_lock:
+        current = state.assistant
+        if current is None or current.factbook.run_id != book.run_id:
+            writer = current._writer if current is not None else None
             try:
-                state.assistant = Assistant(store=state.store)
+                state.assistant = Assistant(factbook=book, writer=writer)
             except InputError as exc:
                 raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc)) from exc
         return state.assistant

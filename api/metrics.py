@@ -41,14 +41,22 @@ class APIMetrics:
         )
 
     def observe_answer(self, answer: dict[str, Any]) -> None:
-        guard = answer.get("guard")
-        outcome = guard.get("outcome") or guard.get("status") if isinstance(guard, dict) else guard
-        self.answers.labels(str(answer.get("intent") or "unknown"), str(outcome or "unknown")).inc()
+        self.answers.labels(str(answer.get("intent") or "unknown"), guard_outcome(answer)).inc()
 
     def set_active_run(self, run_id: str | None) -> None:
         self.active_run.clear()
         if run_id:
             self.active_run.labels(run_id).set(1)
+
+
+def guard_outcome(answer: dict[str, Any]) -> str:
+    """One word for the number guard's verdict: template (no model), fallback, or passed."""
+    guard = answer.get("guard") or {}
+    if not isinstance(guard, dict):
+        return str(guard)
+    if guard.get("model_used") is False:
+        return "template"
+    return "fallback" if guard.get("fallback_used") else "passed"
 
 
 class MetricsMiddleware:
