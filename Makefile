@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.stockpilot-installed
 
-.PHONY: setup run test lint bench clean
+.PHONY: setup run test lint bench clean chromium
 
 setup: $(STAMP)
 
@@ -21,11 +21,19 @@ lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-test: lint
+# The browser test drives Debian's chromium through Playwright (never `playwright install`).
+chromium:
+	command -v chromium >/dev/null 2>&1 || (apt-get update && apt-get install -y chromium)
+
+test: lint chromium
 	$(VENV)/bin/pytest -q
 
+# Pipeline on the demo data, knowledge index, then the API and chat page at http://127.0.0.1:8000
+# (`serve` prints the URL and the file holding the API key).
 run: setup
 	$(VENV)/bin/stockpilot demo
+	$(VENV)/bin/stockpilot index
+	$(VENV)/bin/stockpilot serve --host 127.0.0.1 --port 8000
 
 bench: setup
 	$(PY) benchmarks/run_all.py
