@@ -362,11 +362,17 @@ class FactBook:
 
     def weekly_reports(self) -> pd.DataFrame:
         """Rows of the `weekly_reports` table (any run), newest per as-of date; empty when none."""
-        frame = self.store.load("weekly_reports")
-        if frame.empty or "as_of" not in frame.columns:
-            return pd.DataFrame()
-        frame["as_of"] = pd.to_datetime(frame["as_of"])
-        return frame.drop_duplicates("as_of", keep="last").sort_values("as_of").reset_index(drop=True)
+        if "weekly_reports@all" not in self._tables:
+            frame = self.store.load("weekly_reports")
+            if frame.empty or "as_of" not in frame.columns:
+                frame = pd.DataFrame()
+            else:
+                frame["as_of"] = pd.to_datetime(frame["as_of"])
+                frame = (
+                    frame.drop_duplicates("as_of", keep="last").sort_values("as_of").reset_index(drop=True)
+                )
+            self._tables["weekly_reports@all"] = frame
+        return self._tables["weekly_reports@all"]
 
     # ---------------------------------------------------------------- groups (category, store)
     def _attribute_values(self, attribute: str) -> list[str]:

@@ -191,9 +191,9 @@ def run_pipeline(
     start = time.perf_counter()
     say = progress or (lambda _message: None)
     store = store or ResultsStore()
-    demand, future, as_of_ts = _prepare(long_df, freq, horizon, as_of, X_df)
-    exog = [c for c in demand.columns if c not in ("unique_id", "ds", "y")]
     notes = list(notes or [])
+    demand, future, as_of_ts = _prepare(long_df, horizon, as_of, X_df, notes)
+    exog = [c for c in demand.columns if c not in ("unique_id", "ds", "y")]
     say("classifying demand")
     classes = classify_demand(demand[["unique_id", "ds", "y"]])
     if len(engine.resolve_models(model)) != 1:
@@ -284,7 +284,7 @@ def run_pipeline(
 
 
 def _prepare(
-    long_df: pd.DataFrame, freq: str, horizon: int, as_of, X_df: pd.DataFrame | None
+    long_df: pd.DataFrame, horizon: int, as_of, X_df: pd.DataFrame | None, notes: list[str]
 ) -> tuple[pd.DataFrame, pd.DataFrame | None, pd.Timestamp]:
     """Validate, cut at `as_of`, and take future exogenous values from after `as_of` when none are given."""
     missing = [c for c in ("unique_id", "ds", "y") if c not in long_df.columns]
@@ -313,7 +313,11 @@ def _prepare(
         raise InputError(f"demand has negative values (e.g. series {first!r})")
     from forecasting.data import require_length
 
+    n_before = df["unique_id"].nunique()
     df = require_length(df, 2 * horizon + 1)
+    short = n_before - df["unique_id"].nunique()
+    if short:
+        notes.append(f"{short} series shorter than {2 * horizon + 1} periods left out")
     if X_df is None and exog and len(later):
         X_df = later.groupby("unique_id", sort=False).head(horizon)[["unique_id", "ds", *exog]]
         X_df = X_df[X_df["unique_id"].isin(set(df["unique_id"]))].reset_index(drop=True)
