@@ -1,7 +1,7 @@
 """The weekly report as Markdown and as one self-contained HTML file (charts embedded as base64 PNG), and as
 PDF when the optional `weasyprint` package is installed (it is not a dependency; without it: no PDF).
 
-Both formats show the same cells: `section_tables(report)` formats every table once with `format_value`,
+Both formats show the same cells: `sections(report)` formats every table once with `format_value`,
 so a number reads the same in Markdown, HTML and tests (quantities with thousands separators, rates and
 probabilities as percents with one decimal, dates as YYYY-MM-DD).
 """
@@ -264,12 +264,11 @@ def _guard_line(report: WeeklyReport) -> str:
     check = report.summary_check
     if not check:
         return ""
-    how = (
-        "a plain sentence from the facts (the model's text did not pass)"
-        if check.get("fallback_used")
-        else "the language model"
-    )
-    return f"Written by {how}; {check.get('numbers_checked', 0)} numbers checked by the number guard."
+    if check.get("fallback_used"):
+        how = "Built from the facts (the language model's text did not pass the number guard)"
+    else:
+        how = "Written by the language model from the facts"
+    return f"{how}; {check.get('numbers_checked', 0)} numbers checked by the number guard."
 
 
 def _md_cell(text: str) -> str:

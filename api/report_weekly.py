@@ -832,11 +832,6 @@ def generate_weekly_report(
     return save_report(report, store)
 
 
-def report_steps() -> int:
-    """Progress messages of a report without pipeline runs (for a progress bar's total)."""
-    return 6
-
-
 # ---------------------------------------------------------------- reading saved reports
 
 
