@@ -38,6 +38,7 @@ PERIOD_WORDS = {"D": "day", "W": "week", "M": "month"}
 RECENT_PERIODS = {"day": 28, "week": 4, "month": 3}
 TREND_PERIODS = {"day": 28, "week": 8, "month": 3}
 _TOKEN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_/\-.]*[A-Za-z0-9]|[A-Za-z0-9]")
+_TABLE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 ROUND = {"units": 2, "days": 2, "currency": 2, "ratio": 4, "%": 1}
 
 
@@ -94,9 +95,10 @@ class FactBook:
 
     # ---------------------------------------------------------------- tables
     def table(self, name: str) -> pd.DataFrame:
-        """Rows of result table `name` for this run (without the run_id column), loaded once."""
+        """Rows of result table `name` for this run (without the run_id column), loaded once; tables with
+        a unique_id are sorted by it (then by date), so one SKU's rows are one slice."""
         if name not in self._tables:
-            frame = self.store.load(name, self.run_id)
+            frame = self._load(name)
             if "run_id" in frame.columns:
                 frame = frame.drop(columns="run_id")
             for col in ("ds", "latest_order_date", "first_po", "last_po"):
@@ -104,26 +106,54 @@ class FactBook:
                     frame[col] = pd.to_datetime(frame[col])
             if "unique_id" in frame.columns:
                 frame["unique_id"] = frame["unique_id"].astype(str)
+                keys = ["unique_id", "ds"] if "ds" in frame.columns else ["unique_id"]
+                frame = frame.sort_values(keys, kind="stable").reset_index(drop=True)
             self._tables[name] = frame
         return self._tables[name]
 
+    def _load(self, name: str) -> pd.DataFrame:
+        """One table of this run. A plain SQL read: several times faster than ResultsStore.load's typed row
+        mapping on the 100k-row demand table (dates come back as text and are parsed in `table`)."""
+        from sqlalchemy import inspect, text
+
+        if not _TABLE.match(name):
+            raise ValueError(f"invalid table name {name!r}")
+        if not inspect(self.store.engine).has_table(name):
+            return pd.DataFrame()
+        with self.store.engine.connect() as conn:
+            return pd.read_sql_query(
+                text(f"SELECT * FROM {name} WHERE run_id = :run"), conn, params={"run": self.run_id}
+            )
+
     @cached_property
-    def _by_sku(self) -> dict[str, dict[str, pd.DataFrame]]:
+    def _slices(self) -> dict[str, dict[str, tuple[int, int]]]:
         return {}
 
     def _rows(self, name: str, sku: str) -> pd.DataFrame:
-        """Rows of `name` for one SKU (tables split by SKU once)."""
-        groups = self._by_sku.get(name)
-        if groups is None:
-            frame = self.table(name)
-            groups = {k: g for k, g in frame.groupby("unique_id", sort=False)} if len(frame) else {}
-            self._by_sku[name] = groups
-        return groups.get(sku, self.table(name).iloc[0:0])
+        """Rows of `name` for one SKU: a slice of the sorted table (boundaries found once)."""
+        frame = self.table(name)
+        bounds = self._slices.get(name)
+        if bounds is None:
+            bounds = {}
+            if len(frame):
+                ids = frame["unique_id"].to_numpy()
+                keys, starts = np.unique(ids, return_index=True)
+                order = np.argsort(starts)
+                keys, starts = keys[order], starts[order]
+                ends = np.append(starts[1:], len(ids))
+                bounds = {str(k): (int(a), int(b)) for k, a, b in zip(keys, starts, ends, strict=True)}
+            self._slices[name] = bounds
+        start, end = bounds.get(sku, (0, 0))
+        return frame.iloc[start:end]
 
     def _kpi_index(self) -> pd.DataFrame:
         if "_kpis" not in self._tables:
             self._tables["_kpis"] = self.table("inventory_kpis").set_index("unique_id")
         return self._tables["_kpis"]
+
+    @cached_property
+    def _kpi_records(self) -> dict[str, dict[str, Any]]:
+        return self._kpi_index().to_dict(orient="index")
 
     @cached_property
     def skus(self) -> list[str]:
@@ -166,7 +196,7 @@ class FactBook:
 
     def history(self, sku: str, periods: int | None = None) -> pd.DataFrame:
         """Demand history (ds, y) up to the run's as-of date, the last `periods` when given."""
-        rows = self._rows("demand", self._check(sku))[["ds", "y"]].sort_values("ds")
+        rows = self._rows("demand", self._check(sku))[["ds", "y"]]
         return (rows.tail(periods) if periods else rows).reset_index(drop=True)
 
     def forecast(self, sku: str) -> pd.DataFrame:
@@ -175,14 +205,12 @@ class FactBook:
         cols = [
             c for c in ("unique_id", "ds", "yhat", "yhat_lower", "yhat_upper", "model") if c in rows.columns
         ]
-        return rows[cols].sort_values("ds").reset_index(drop=True)
+        return rows[cols].reset_index(drop=True)
 
     def kpis(self, sku: str) -> dict[str, Any]:
         """The inventory_kpis row of one SKU as a dict (empty when the planner left it out)."""
-        table = self._kpi_index()
-        if self._check(sku) not in table.index:
-            return {}
-        return {"unique_id": sku, **table.loc[sku].to_dict()}
+        row = self._kpi_records.get(self._check(sku))
+        return {"unique_id": sku, **row} if row else {}
 
     def demand_class(self, sku: str) -> str | None:
         rows = self._rows("demand_classes", self._check(sku))

@@ -142,7 +142,8 @@ def pipeline_steps(model: str = "auto", baselines: tuple[str, ...] = BASELINES) 
 
 @contextmanager
 def progress_bar(total: int, first: str, quiet: bool = False) -> Iterator[Progress]:
-    """A Rich progress bar on stderr (transient); yields the `progress(message)` callback that advances it."""
+    """A Rich progress bar on stderr (transient); yields the `progress(message, total=None)` callback that
+    advances it (a `total` resets the bar's length, for work whose size is learnt on the way)."""
     from rich.console import Console
     from rich.progress import BarColumn, SpinnerColumn, TextColumn, TimeElapsedColumn
     from rich.progress import Progress as RichProgress
@@ -151,7 +152,11 @@ def progress_bar(total: int, first: str, quiet: bool = False) -> Iterator[Progre
     console = Console(stderr=True, quiet=quiet)
     with RichProgress(*columns, console=console, transient=True, disable=quiet) as bar:
         task = bar.add_task(first, total=total)
-        yield lambda message: bar.update(task, description=message, advance=1)
+
+        def step(message: str, total: int | None = None) -> None:
+            bar.update(task, description=message, advance=1, total=total)
+
+        yield step
 
 
 def run_pipeline(

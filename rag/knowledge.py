@@ -3,29 +3,35 @@
     stats = update_index()          # documents of the active run -> <home>/index, only changed ones embedded
     retriever = get_retriever(k=4)  # LangChain retriever over the saved index
 
-`update_index` builds every document (rag.factsheets.build_documents), `sync`s them into the saved
-HybridIndex (new and changed texts embedded, documents no longer produced removed, the rest untouched) and
-saves it atomically (rag.index: generation files, then the manifest swap).
+`update_index` builds every document (rag.factsheets.build_documents), syncs them into the saved
+HybridIndex (new and changed texts embedded, in batches with a progress message each; documents no longer
+produced removed; the rest untouched) and saves it atomically (rag.index: generation files, then the
+manifest swap).
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from forecasting.errors import InputError
 from forecasting.factbook import FactBook
 from forecasting.store import ResultsStore
+from rag.documents import KBDocument, dedupe
 from rag.embeddings import TextEncoder
 from rag.factsheets import build_documents
 from rag.index import HybridIndex
 from rag.retriever import KnowledgeRetriever
 
 INDEX_STEPS = 4
-"""Progress messages `update_index` sends (for a progress bar's total)."""
+"""Progress messages `update_index` sends besides one per embedding batch (for a progress bar's total)."""
+EMBED_BATCH = 256
 
 
 def update_index(
@@ -45,10 +51,12 @@ def update_index(
     say("reading the active run")
     book = FactBook.from_store(store, run_id)
     say("building documents")
-    docs = build_documents(book, policy_dir)
-    say(f"embedding changed documents ({len(docs):,} in all)")
+    docs = dedupe(build_documents(book, policy_dir))
     index = HybridIndex.open(folder, embedder)
-    stats = index.sync(docs)
+    vectors, embedded = _embed_changed(index, docs, say)
+    stats = index.upsert(docs, vectors)  # the same as index.sync(docs), with the vectors made above
+    keep = {d.id for d in docs}
+    stats.removed = index.remove([i for i in index.ids() if i not in keep])
     say("saving the index")
     saved = index.save(folder)
     return {
@@ -61,9 +69,35 @@ def update_index(
         "metadata_only": stats.metadata_only,
         "removed": stats.removed,
         "unchanged": stats.unchanged,
-        "embedded": stats.embedded,
+        "embedded": embedded,
         "seconds": round(time.perf_counter() - start, 2),
     }
+
+
+def _embed_changed(
+    index: HybridIndex, docs: list[KBDocument], say: Callable[..., None]
+) -> tuple[np.ndarray | None, int]:
+    """Embed the new and changed texts in batches (one progress message each); rows of unchanged
+    documents stay zero (the index ignores them). Returns (vectors or None when nothing changed, count)."""
+    fresh = [i for i, d in enumerate(docs) if index.content_hash(d.id) != d.content_hash]
+    batches = max(1, math.ceil(len(fresh) / EMBED_BATCH))
+    try:  # a progress bar that takes a total learns how many batches follow
+        say(
+            f"embedding {len(fresh):,} new or changed of {len(docs):,} documents", total=INDEX_STEPS + batches
+        )
+    except TypeError:
+        say(f"embedding {len(fresh):,} new or changed of {len(docs):,} documents")
+    if not fresh:
+        return None, 0
+    vectors: np.ndarray | None = None
+    for b in range(batches):
+        rows = fresh[b * EMBED_BATCH : (b + 1) * EMBED_BATCH]
+        vecs = index.embedder.encode([docs[i].text for i in rows])
+        if vectors is None:
+            vectors = np.zeros((len(docs), vecs.shape[1]), dtype=np.float32)
+        vectors[rows] = vecs
+        say(f"embedded {min((b + 1) * EMBED_BATCH, len(fresh)):,} of {len(fresh):,}")
+    return vectors, len(fresh)
 
 
 def load_index(folder: str | Path | None = None, embedder: TextEncoder | None = None) -> HybridIndex:
