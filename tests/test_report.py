@@ -296,3 +296,28 @@ def test_scheduler_registers_the_configured_cron_trigger(monkeypatch):
     assert (monday.strftime("%a %H:%M"), monday.date().isoformat()) == ("Mon 07:00", "2026-11-30")
     with pytest.raises(InputError, match="REPORT_CRON"):
         cron_trigger("mondays at seven")
+
+
+def test_supplier_lead_time_changes_from_real_purchase_orders(tmp_path, data_dir):
+    """Bibitor POs: statistics of the POs up to September against those of the whole year, as two runs."""
+    from api.report_render import LEAD_TIME_COLUMNS, table_cells
+    from api.report_weekly import lead_time_changes
+    from forecasting.inventory.leadtime import lead_time_stats, po_lead_times
+
+    lt = po_lead_times(pd.read_csv(data_dir / "bibitor" / "InvoicePurchases12312016.csv"))
+    store = ResultsStore(f"sqlite:///{tmp_path / 'lt.db'}")
+    store.save("supplier_lead_times", lead_time_stats(lt[lt["po_date"] < "2016-10-01"]), "before")
+    store.save("supplier_lead_times", lead_time_stats(lt), "now")
+    table = lead_time_changes(store, "now", "before")
+    done = lt.dropna(subset=["lead_time_days"])
+    now = done.groupby("vendor")["lead_time_days"].mean()
+    before = done[done["po_date"] < "2016-10-01"].groupby("vendor")["lead_time_days"].mean()
+    vendors = table[table["vendor"].astype(str) != "ALL"].set_index("vendor")
+    assert len(vendors) == len(now)
+    expected = (now - before).reindex(vendors.index)
+    assert np.allclose(vendors["change_days"], expected, equal_nan=True)
+    changes = table["change_days"].abs().dropna().to_list()
+    assert changes == sorted(changes, reverse=True) and max(changes) > 0
+    assert lead_time_changes(store, "missing-run", "before") is None
+    header, rows = table_cells(table, LEAD_TIME_COLUMNS)
+    assert header[:3] == ["Supplier", "POs", "Mean lead time (days)"] and len(rows) == len(table)
