@@ -69,7 +69,9 @@ def accuracy_trend_chart(trend: pd.DataFrame) -> bytes:
     ax.set_xlabel("week")
     ax.set_xticks(t["week"], [f"{w:%Y-%m-%d}" for w in t["week"]])
     handles = ax.get_legend_handles_labels()[0] + right.get_legend_handles_labels()[0]
-    ax.legend(handles=handles, loc="upper left", fontsize=8, framealpha=0.9)
+    ax.legend(
+        handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.32), ncol=4, fontsize=8, frameon=False
+    )
     fig.autofmt_xdate()
     return _png(fig)
 

@@ -92,6 +92,9 @@ UNUSUAL_COLUMNS = {
 }
 
 
+NUMERIC_KINDS = {"int", "num", "days", "money", "pct", "prob", "score"}
+
+
 def format_value(value: Any, kind: str) -> str:
     """One table cell as text (empty for missing values)."""
     if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NaT:
@@ -127,6 +130,26 @@ class Section:
     rows: list[list[str]] | None = None
     chart: str | None = None
     missing: str = ""
+
+    @property
+    def numeric(self) -> list[bool]:
+        """Per column: whether it holds numbers (right-aligned in HTML)."""
+        return [_HEADER_KINDS.get(h) in NUMERIC_KINDS for h in self.header or []]
+
+
+_HEADER_KINDS = {
+    header: kind
+    for spec in (
+        RECOMMENDATION_COLUMNS,
+        RISK_COLUMNS,
+        ACCURACY_COLUMNS,
+        TREND_COLUMNS,
+        CHANGE_COLUMNS,
+        LEAD_TIME_COLUMNS,
+        UNUSUAL_COLUMNS,
+    )
+    for header, kind in spec.values()
+}
 
 
 def table_cells(

@@ -62,6 +62,9 @@ class ReportSettings(BaseSettings):
     - `STOCKPILOT_REPORT_TREND_WEEKS`: weeks in the accuracy trend.
     - `STOCKPILOT_REPORT_HORIZON` / `STOCKPILOT_REPORT_MODEL`: horizon and model when the report has to
       run the pipeline itself and no earlier run of the dataset says otherwise.
+    - `STOCKPILOT_REPORT_REFIT_MODEL`: the model of the rolling-origin refits for accuracy weeks without a
+      stored forecast (default: the run's own model; a cheaper one such as "ets" bounds the cost of a
+      first report on many SKUs, and the report names it).
     """
 
     model_config = SettingsConfigDict(env_prefix="STOCKPILOT_", extra="ignore")
@@ -73,6 +76,7 @@ class ReportSettings(BaseSettings):
     report_horizon: int = Field(8, ge=1)
     report_model: str = "auto"
     report_summary_tokens: int = Field(120, ge=16)
+    report_refit_model: str | None = None
 
 
 @dataclass
@@ -398,11 +402,15 @@ def forecast_change_table(
 
 
 def one_step_forecasts(
-    book: FactBook, store: ResultsStore, weeks: int, progress: Progress | None = None
+    book: FactBook,
+    store: ResultsStore,
+    weeks: int,
+    progress: Progress | None = None,
+    refit_model: str | None = None,
 ) -> pd.DataFrame:
     """One-period-ahead forecasts of the last `weeks` periods with what sold: unique_id, ds, cutoff, y,
-    yhat, source. A stored pipeline run at the cutoff supplies its forecast; else the engine refits the
-    run's model on the history up to the cutoff (rolling origin)."""
+    yhat, source. A stored pipeline run at the cutoff supplies its forecast; else the engine refits
+    `refit_model` (default: the run's model) on the history up to the cutoff (rolling origin)."""
     from forecasting import engine
 
     say = progress or (lambda _m: None)
@@ -412,7 +420,7 @@ def one_step_forecasts(
     dates = pd.DatetimeIndex(sorted(demand["ds"].unique()))
     targets = dates[-weeks:]
     runs = _pipeline_runs(store, book.dataset)
-    model = str(book.params.get("model", "auto"))
+    model = refit_model or str(book.params.get("model", "auto"))
     frames = []
     for target in targets:
         i = dates.get_loc(target)
@@ -687,7 +695,9 @@ def build_report(
     top = settings.report_top
     notes = list(notes)
     say("forecast accuracy")
-    accuracy, trend = stored_accuracy(book, store, settings.report_trend_weeks, say)
+    accuracy, trend = stored_accuracy(
+        book, store, settings.report_trend_weeks, say, settings.report_refit_model
+    )
     if len(trend) and trend["source"].str.startswith("rolling").any():
         notes.append(
             "Accuracy weeks marked 'rolling-origin refit' had no stored forecast from a run one week "
@@ -739,12 +749,16 @@ def build_report(
 
 
 def stored_accuracy(
-    book: FactBook, store: ResultsStore, weeks: int, progress: Progress | None = None
+    book: FactBook,
+    store: ResultsStore,
+    weeks: int,
+    progress: Progress | None = None,
+    refit_model: str | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """`report_accuracy` and `report_accuracy_trend` of the run: computed and saved once, then read from
     the store."""
     if store.load("report_accuracy", book.run_id).empty:
-        by_group, trend = accuracy_tables(book, one_step_forecasts(book, store, weeks, progress))
+        by_group, trend = accuracy_tables(book, one_step_forecasts(book, store, weeks, progress, refit_model))
         for name, frame in (("report_accuracy", by_group), ("report_accuracy_trend", trend)):
             if len(frame):
                 store.save(name, frame, book.run_id)
