@@ -25,6 +25,7 @@ from llm.facts import Fact, format_fact
 from rag.documents import KBDocument, load_policies, make_document
 
 REPORT_CHARS = 6000  # longest Markdown body of a weekly report put into its document
+FACTS_MARK = "\nFacts as of "  # a SKU sheet's heading ends here; its fact lines follow
 _SKIP_IN_TEXT = {"description", "as of", "store", "item", "category", "department", "state"}
 _ADJECTIVE = {"day": "daily", "week": "weekly", "month": "monthly"}
 _META_FIELDS = {"store": "store", "item": "item", "category": "category", "department": "dept"}
@@ -54,7 +55,7 @@ def sku_document(book: FactBook, sku: str) -> KBDocument:
         head += f" ({where})"
     facts = book.sku_facts(sku)
     cadence = _ADJECTIVE.get(book.period, "periodic")
-    text = f"{head}.\nFacts as of {_as_of_text(book)}, {cadence} data:\n{fact_lines(facts, _SKIP_IN_TEXT)}"
+    text = f"{head}.{FACTS_MARK}{_as_of_text(book)}, {cadence} data:\n{fact_lines(facts, _SKIP_IN_TEXT)}"
     meta: dict[str, Any] = {"run_id": book.run_id, "date": book.as_of, "title": desc or sku}
     for name, field in _META_FIELDS.items():
         if name in attrs:
@@ -63,6 +64,16 @@ def sku_document(book: FactBook, sku: str) -> KBDocument:
     if supplier:
         meta["supplier"] = supplier
     return make_document("sku", sku, text, **meta)
+
+
+def embedding_text(doc: KBDocument) -> str:
+    """The text whose embedding stands for `doc` in the dense index: a SKU sheet's heading (code, name,
+    store, category), since its fact lines read alike for every SKU and would only make each embedding
+    cost the model's full 256 tokens; the whole text of every other document. BM25 and the code match
+    still see the full text."""
+    if doc.kind == "sku":
+        return doc.text.split(FACTS_MARK, 1)[0]
+    return doc.text
 
 
 def group_document(book: FactBook, attribute: str, value: str) -> KBDocument:

@@ -4,8 +4,9 @@
     retriever = get_retriever(k=4)  # LangChain retriever over the saved index
 
 `update_index` builds every document (rag.factsheets.build_documents), syncs them into the saved
-HybridIndex (new and changed texts embedded, in batches with a progress message each; documents no longer
-produced removed; the rest untouched) and saves it atomically (rag.index: generation files, then the
+HybridIndex (new and changed documents embedded, in batches with a progress message each, from
+`embedding_text`: a SKU sheet's heading, any other document's text; documents no longer produced removed;
+the rest untouched) and saves it atomically (rag.index: generation files, then the
 manifest swap).
 """
 
@@ -25,7 +26,7 @@ from forecasting.factbook import FactBook
 from forecasting.store import ResultsStore
 from rag.documents import KBDocument, dedupe
 from rag.embeddings import TextEncoder
-from rag.factsheets import build_documents
+from rag.factsheets import build_documents, embedding_text
 from rag.index import HybridIndex
 from rag.retriever import KnowledgeRetriever
 
@@ -92,7 +93,7 @@ def _embed_changed(
     vectors: np.ndarray | None = None
     for b in range(batches):
         rows = fresh[b * EMBED_BATCH : (b + 1) * EMBED_BATCH]
-        vecs = index.embedder.encode([docs[i].text for i in rows])
+        vecs = index.embedder.encode([embedding_text(docs[i]) for i in rows])
         if vectors is None:
             vectors = np.zeros((len(docs), vecs.shape[1]), dtype=np.float32)
         vectors[rows] = vecs

@@ -134,6 +134,9 @@ def test_index_update_embeds_only_changed_skus_and_saves_atomically(demo, tmp_pa
     assert index.get("sku:22086").metadata["run_id"] == run.run_id
     docs = get_retriever(k=3, index=index).invoke("reorder point of 85123A")
     assert docs[0].id == "sku:85123A"
+    # a SKU's dense vector stands for its heading: its product name finds it by meaning alone
+    name = descriptions["85123A"].lower()
+    assert index.search(name, k=1, mode="dense")[0].doc.id == "sku:85123A"
     # a save that fails half-way leaves the previous index readable
     run_pipeline(demand, freq, 4, **common)
     calls = {"n": 0}
