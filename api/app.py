@@ -45,13 +45,11 @@ def _index_after_activation(active_run: ActiveRun) -> None:
 
 
 def _start_scheduler(app: FastAPI):
-    """The weekly report job (api.scheduler), when that module is installed and not switched off."""
+    """The weekly report job (api.scheduler) unless STOCKPILOT_API_SCHEDULER=false."""
     if not app.state.settings.api_scheduler:
         return None
-    try:
-        from api.scheduler import start_scheduler
-    except ImportError:
-        return None
+    from api.scheduler import start_scheduler
+
     return start_scheduler()
 
 
@@ -63,10 +61,10 @@ async def lifespan(app: FastAPI):
         log.info("active run: %s", book.run_id if book else "none (run `stockpilot demo`)")
     except Exception:
         log.exception("loading the active run failed")
-    scheduler = _start_scheduler(app)
+    state.scheduler = _start_scheduler(app)
     yield
-    if scheduler is not None:
-        scheduler.shutdown(wait=False)
+    if state.scheduler is not None:
+        state.scheduler.shutdown(wait=False)
     state.jobs.shutdown()
 
 

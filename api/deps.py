@@ -10,6 +10,7 @@ import time
 from typing import Any
 
 from fastapi import HTTPException, Request, status
+from fastapi.exceptions import RequestValidationError
 
 from api.config import APISettings
 from forecasting.errors import InputError
@@ -63,6 +64,12 @@ class ActiveRun:
         _ = book.skus
         log.info("serving pipeline run %s (%s, as of %s)", run_id, book.dataset, book.as_of)
         self._book = book
+
+
+def invalid(loc: tuple[str, ...], message: str, value: Any = None) -> RequestValidationError:
+    """A 422 in FastAPI's validation-error shape (`detail: [{loc, msg, type}]`), so every 422 the API
+    sends has one documented form; `message` says which limit was crossed."""
+    return RequestValidationError([{"type": "value_error", "loc": loc, "msg": message, "input": value}])
 
 
 def get_settings_dep(request: Request) -> APISettings:

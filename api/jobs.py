@@ -29,7 +29,7 @@ JOBS_TABLE = "api_jobs"
 
 
 def _now() -> datetime:
-    return datetime.now(UTC).replace(tzinfo=None)
+    return datetime.now(UTC)
 
 
 def _rmsse(metrics: pd.DataFrame, model: str) -> float | None:

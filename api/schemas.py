@@ -54,6 +54,18 @@ class NotFoundSku(BaseModel):
     close_matches: list[str] = []
 
 
+class UnknownSkuDetail(BaseModel):
+    message: str
+    sku: str
+    close_matches: list[str] = []
+
+
+class UnknownSku(BaseModel):
+    """404 body for a SKU the active run does not have."""
+
+    detail: UnknownSkuDetail
+
+
 class ForecastBatchResponse(BaseModel):
     run_id: str
     items: list[ItemForecast]

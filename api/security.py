@@ -139,7 +139,8 @@ class BodyLimitMiddleware:
                 await self._reject(send)
 
     async def _reject(self, send: Send) -> None:
-        body = json.dumps({"detail": f"request body is larger than the limit of {self.max_bytes} bytes"})
+        message = f"request body is larger than the limit of {self.max_bytes} bytes"
+        body = json.dumps({"detail": [{"type": "too_large", "loc": ["body"], "msg": message}]})
         await send(
             {
                 "type": "http.response.start",

@@ -7,12 +7,12 @@ import logging
 from collections.abc import Iterator
 from typing import Any
 
-from fastapi import APIRouter, Depends, HTTPException, Request, status
+from fastapi import APIRouter, Depends, Request
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
 from api.cli_common import to_jsonable
 from api.config import APISettings
-from api.deps import get_assistant, get_settings_dep
+from api.deps import get_assistant, get_settings_dep, invalid
 from api.schemas import ChatAnswer, ChatRequest
 from forecasting.errors import InputError
 
@@ -25,11 +25,11 @@ def valid_question(body: ChatRequest, settings: APISettings = Depends(get_settin
     before a stream starts, so the client gets a status code rather than an error event)."""
     question = body.question.strip()
     if not question:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "the question is empty")
+        raise invalid(("body", "question"), "the question is empty", body.question)
     if len(question) > settings.api_max_question_chars:
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_CONTENT,
-            f"the question is limited to {settings.api_max_question_chars} characters (got {len(question)})",
+        limit = settings.api_max_question_chars
+        raise invalid(
+            ("body", "question"), f"the question is limited to {limit} characters (got {len(question)})"
         )
     return body.model_copy(update={"question": question})
 
@@ -44,7 +44,7 @@ def chat(
     try:
         answer = to_jsonable(assistant.ask(body.question, session_id=body.session_id))
     except InputError as exc:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from exc
+        raise invalid(("body", "question"), str(exc), body.question) from exc
     request.app.state.metrics.observe_answer(answer)
     return answer
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Query, status
+from fastapi import APIRouter, Depends, HTTPException, Path, Query
 
 from api.config import APISettings
-from api.deps import check_sku, get_book, get_settings_dep
+from api.deps import check_sku, get_book, get_settings_dep, invalid
 from api.schemas import (
     ForecastBatchRequest,
     ForecastBatchResponse,
@@ -13,6 +13,7 @@ from api.schemas import (
     HistoryPoint,
     ItemForecast,
     NotFoundSku,
+    UnknownSku,
 )
 from forecasting.factbook import FactBook
 
@@ -40,14 +41,12 @@ def item_forecast(book: FactBook, sku: str, history: int) -> ItemForecast:
 
 def check_history(history: int, settings: APISettings) -> int:
     if history > settings.api_max_history_periods:
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_CONTENT,
-            f"history is limited to {settings.api_max_history_periods} periods (got {history})",
-        )
+        limit = settings.api_max_history_periods
+        raise invalid(("query", "history"), f"history is limited to {limit} periods (got {history})", history)
     return history
 
 
-@router.get("/item/{sku:path}", response_model=ItemForecast, responses={404: {"description": "Unknown SKU"}})
+@router.get("/item/{sku:path}", response_model=ItemForecast, responses={404: {"model": UnknownSku}})
 def get_item(
     sku: str = SkuPath,
     history: int = Query(26, ge=0, description="Periods of history to include."),
@@ -66,10 +65,8 @@ def post_items(
 ) -> ForecastBatchResponse:
     """Forecasts of several SKUs; unknown ones are listed in `not_found` with close matches."""
     if len(body.skus) > settings.api_max_batch_items:
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_CONTENT,
-            f"a batch is limited to {settings.api_max_batch_items} SKUs (got {len(body.skus)})",
-        )
+        limit = settings.api_max_batch_items
+        raise invalid(("body", "skus"), f"a batch is limited to {limit} SKUs (got {len(body.skus)})")
     history = check_history(body.history, settings)
     items, missing = [], []
     for sku in dict.fromkeys(body.skus):

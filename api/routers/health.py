@@ -67,7 +67,7 @@ def health(request: Request) -> Health:
         status="ok",
         version=package_version(),
         run_id=book.run_id,
-        run_created_at=book.created_at,
+        run_created_at=book.created_at.replace(tzinfo=dt.UTC),  # the store keeps UTC without a zone
         data_as_of=as_of,
         data_age_days=(dt.date.today() - as_of).days if as_of else None,
         skus=len(book.skus),

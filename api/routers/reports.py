@@ -14,6 +14,7 @@ import pandas as pd
 from fastapi import APIRouter, HTTPException, Path, Query, Request, status
 from fastapi.responses import FileResponse
 
+from api.deps import invalid
 from api.schemas import WeeklyReport
 
 router = APIRouter(prefix="/reports/weekly", tags=["reports"])
@@ -88,7 +89,7 @@ def by_date(
     try:
         day = dt.date.fromisoformat(date)
     except ValueError:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"{date!r} is not a valid date") from None
+        raise invalid(("path", "date"), f"{date!r} is not a valid date", date) from None
     rows = report_rows(request)
     hit = rows[rows["as_of"] == day] if len(rows) else rows
     if hit.empty:
