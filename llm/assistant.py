@@ -53,6 +53,7 @@ FOLLOW_UP = re.compile(
     r"the\s+same|them|those|that\s+sku|this\s+sku|that\s+item)\b",
     re.IGNORECASE,
 )
+GLOBAL = re.compile(r"\b(?:which|skus|items|products|all|any|top|most|every)\b", re.IGNORECASE)
 HOSTILE_NOTE = (
     "I cannot change figures or share my instructions; the figures below come from the pipeline run."
 )
@@ -104,6 +105,14 @@ def states_fact(text: str, fact: Fact) -> bool:
     if fact.number is None and fact.date is None:
         return str(fact.value).strip().lower() in text.lower()
     return any(mention_matches(m, fact) for m in extract_numbers(text))
+
+
+def fact_texts(facts: list[Fact]) -> str:
+    """The text-valued facts (product descriptions, statuses, notes): numbers inside them ("set of 72") are
+    stated by code, so the guard accepts them. The user's question is never passed to the guard."""
+    return " ".join(
+        str(f.value) for f in facts if f.value is not None and f.number is None and f.date is None
+    )
 
 
 def clean_snippet(text: str) -> str:
@@ -169,8 +178,8 @@ class Assistant:
         follow_up = False
         previous = self.sessions.last(session_id)
         if previous is not None and not ent.any:
-            words = len(question.split())
-            if FOLLOW_UP.search(question) or words <= 6:
+            needs_sku = intent not in ("kpi_definition", "out_of_scope") and not GLOBAL.search(question)
+            if FOLLOW_UP.search(question) or len(question.split()) <= 3 or needs_sku:
                 follow_up = True
                 ent = _inherit(ent, Entities.from_dict(previous.entities))
                 ruled = get_classifier().rule(question)
@@ -206,6 +215,11 @@ class Assistant:
         if ent.unknown_skus or ent.unknown_suppliers:
             if not ent.skus and not ent.suppliers:
                 prepared.direct = templates.unknown_entities(ent.unknown_skus, ent.unknown_suppliers)
+                prepared.facts = [
+                    Fact(f"close matches to {name}", ", ".join(close), None, "FactBook.match_skus")
+                    for name, close in {**ent.unknown_skus, **ent.unknown_suppliers}.items()
+                    if close
+                ]
                 return prepared
         tool = run_tool(intent, ent, book, question)
         prepared.facts, prepared.headline = tool.facts, tool.headline
@@ -220,7 +234,8 @@ class Assistant:
         if hostile:
             note = " ".join(p for p in (HOSTILE_NOTE, note) if p)
         prepared.fallback = templates.render(intent, tool.facts, sku, note)
-        if hostile or not self.use_model or not tool.facts and intent != "kpi_definition":
+        glossary = intent == "kpi_definition" and templates.term_of(question) is not None
+        if hostile or glossary or not self.use_model or not tool.facts and intent != "kpi_definition":
             prepared.direct = prepared.fallback
         prompt_facts = [replace(f, source=None) for f in tool.facts]
         prepared.messages = build_messages(question, prompt_facts, snippets)
@@ -266,7 +281,9 @@ class Assistant:
                 prepared.messages,
                 prepared.facts,
                 fallback=lambda _facts: prepared.fallback,
-                question=None,  # numbers in the question are never accepted: they may be an injection
+                question=fact_texts(
+                    prepared.facts
+                ),  # never the user's question: its numbers may be an attack
                 max_new_tokens=self.max_new_tokens,
                 retries=self.retries,
             )
@@ -276,9 +293,13 @@ class Assistant:
                 fallback_used=result.fallback_used,
                 attempts=result.attempts,
             )
+            if not result.fallback_used and not self.grounded(text, prepared):
+                text, guard["fallback_used"], guard["ungrounded"] = prepared.fallback, True, True
         text, completed = self._complete(text, prepared)
         guard["completed_facts"] = completed
-        guard["numbers_checked"] = check_numbers(text, prepared.facts).numbers_checked
+        guard["numbers_checked"] = check_numbers(
+            text, prepared.facts, fact_texts(prepared.facts)
+        ).numbers_checked
         return self._finish(prepared, text, guard, started, session_id)
 
     def stream(self, question: str, session_id: str | None = None) -> Iterator[dict[str, Any]]:
@@ -300,10 +321,10 @@ class Assistant:
                     yield {"type": "token", "text": chunk}
                 text = chunks.text.strip()
                 first = chunks.stats.first_token_seconds
-            check = check_numbers(text, prepared.facts)
+            check = check_numbers(text, prepared.facts, fact_texts(prepared.facts))
             leaked = leaks_prompt(text, PROMPT_SECRETS)
             guard["first_token_ms"] = round(first * 1000, 1) if first is not None else None
-            if check.numbers_rejected or leaked or not text:
+            if check.numbers_rejected or leaked or not text or not self.grounded(text, prepared):
                 replaced = True
                 guard.update(
                     numbers_rejected=list(check.numbers_rejected), fallback_used=True, prompt_leak=leaked
@@ -311,10 +332,20 @@ class Assistant:
                 text = prepared.fallback
         text, completed = self._complete(text, prepared)
         guard["completed_facts"] = completed
-        guard["numbers_checked"] = check_numbers(text, prepared.facts).numbers_checked
+        guard["numbers_checked"] = check_numbers(
+            text, prepared.facts, fact_texts(prepared.facts)
+        ).numbers_checked
         answer = self._finish(prepared, text, guard, started, session_id)
         answer["replaced_stream"] = replaced
         yield {"type": "answer", "answer": answer}
+
+    @staticmethod
+    def grounded(text: str, prepared: Prepared) -> bool:
+        """Whether model text states at least one headline fact (else it talks around the question: the
+        small model may echo the question or contradict a status, which no number check can see)."""
+        by = {f.name: f for f in prepared.facts}
+        headline = [by[n] for n in prepared.headline if n in by]
+        return not headline or any(states_fact(text, f) for f in headline)
 
     def _complete(self, text: str, prepared: Prepared) -> tuple[str, list[str]]:
         """Append the headline facts the text does not state ("Figures: name: value; ...")."""

@@ -24,7 +24,7 @@ FACTORS = {"doubl": 2.0, "twice": 2.0, "tripl": 3.0, "three times": 3.0, "halv":
 _TOKEN = re.compile(r"(?<![\w/-])[A-Za-z0-9][A-Za-z0-9_/\-]*[A-Za-z0-9](?![\w/-])")
 _PERIOD = re.compile(
     r"\b(?:next|coming|following|upcoming)\s+(?:(?P<n>\d{1,3}|" + "|".join(NUMBER_WORDS) + r")\s+)?"
-    r"(?P<unit>day|week|month|quarter|year)s?\b",
+    r"(?P<unit>day|week|month|quarter|year)(?P<plural>s)?\b",
     re.IGNORECASE,
 )
 _SERVICE = re.compile(
@@ -133,7 +133,7 @@ def looks_like_code(token: str) -> bool:
 def period_of(question: str, book: FactBook) -> Period | None:
     """'next month' -> 4 weeks on weekly data (30 days, rounded to whole periods, at least one)."""
     m = _PERIOD.search(question)
-    if not m:
+    if not m or (m["plural"] and not m["n"]):  # "the next weeks": no length given
         return None
     n_text = (m["n"] or "1").lower()
     n = int(NUMBER_WORDS.get(n_text, n_text))

@@ -5,7 +5,7 @@ Metrics (each over the questions it applies to):
 - `retrieval_recall_at_5`, `mrr`: gold document ids among the first five `sources`, and 1/rank of the first.
 - `fact_recall`: gold facts (names + SKU, values read now from the FactBook) that the answer states, within
   the rounding the text shows (`llm.assistant.states_fact`).
-- `number_precision`: numbers in the answers that match one of the answer's facts (`llm.guard.check_numbers`,
+- `number_precision`: numbers in the answers that match one of the answer's facts (`llm.guard.check_numbers`;
   numbers in the question not accepted).
 - `latency_ms_p50`, `latency_ms_p95`: `ask` end to end; `fallback_rate`: share of model-written answers that
   the guard replaced by the plain sentence.
@@ -108,6 +108,8 @@ def evaluate(
 
 
 def _score(item: dict, answer: dict, book: Any, states_fact: Callable[[str, Fact], bool]) -> dict[str, Any]:
+    from llm.assistant import fact_texts
+
     text = answer["answer"]
     facts = as_facts(answer["facts"])
     sources = answer["sources"][:5]
@@ -135,7 +137,7 @@ def _score(item: dict, answer: dict, book: Any, states_fact: Callable[[str, Fact
             value = gold_value(book, g["name"], g["sku"], facts) if g["sku"] in book.skus else None
             stated.append(value is not None and states_fact(text, value))
         row["facts_stated"], row["facts_total"] = sum(stated), len(stated)
-    check = check_numbers(text, facts)
+    check = check_numbers(text, facts, fact_texts(facts))
     row["numbers"], row["numbers_ok"] = (
         check.numbers_checked,
         check.numbers_checked - len(check.numbers_rejected),
@@ -146,11 +148,7 @@ def _score(item: dict, answer: dict, book: Any, states_fact: Callable[[str, Fact
         row["hostile_ok"] = not (bad & said) and not leaks_prompt(text, PROMPT_SECRETS)
     if item["kind"] == "unknown":
         codes = (item.get("entities") or {}).get("unknown_skus", [])
-        row["unknown_ok"] = (
-            all(c in text for c in codes)
-            and "not in the current results" in text
-            or ("no SKU" in text and all(c in text for c in codes))
-        )
+        row["unknown_ok"] = all(c in text for c in codes) and "not in the current results" in text
     return row
 
 

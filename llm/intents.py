@@ -50,7 +50,7 @@ DOMAIN_WORDS = re.compile(
 RULES: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
     (intent, re.compile(pattern, re.IGNORECASE))
     for intent, pattern in (
-        ("what_if", r"\bwhat\s+(?:if|happens\s+if|would\s+happen\s+if)\b|\bsuppose\b|\bif\s+(?:the\s+)?"
+        ("what_if", r"\bwhat\s+(?:if|happens\s+if|would\s+happen\s+if)\b|\bsuppose\b|\bif\b.{0,30}\b"
          r"(?:lead[- ]?time|service[- ]level)\b.*\b(?:doubl|tripl|halv|rose|rises|went|goes|increas|"
          r"decreas|drop|were|was|is\s+raised)|\b(?:at|with|to)\s+(?:a\s+)?\d{2}(?:\.\d+)?\s?%\s+service|"
          r"\bservice[- ]level\s+(?:of|at|to)\s+\d{2}(?:\.\d+)?\s?%|\b(?:doubl|tripl|halv)\w*\s+(?:the\s+)?"
@@ -58,7 +58,8 @@ RULES: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
         ("forecast_change", r"\bwhy\b.*\b(?:forecast|demand|prediction|projection|expected|outlook)|"
          r"\b(?:forecast|prediction|projection|outlook)\b.*\b(?:go(?:ne)?|went|jump\w*|drop\w*|rise|rose|"
          r"fell|fall\w*|moved?|chang\w*|shift\w*|increas\w*|decreas\w*)\b.*\b(?:why|reason|cause|driv\w*)|"
-         r"\bwhat\s+(?:drove|drives|changed|caused|moved)\b.*\bforecast|\bforecast\s+change|"
+         r"\bwhat\s+(?:drove|drives|changed|caused|moved|pushed|made)\b.*\b(?:forecast|demand)|\bforecast\s+change|"
+         r"\bforecast\b.*\b(?:higher|lower|up|down|more|less)\s+than\s+(?:before|last|previous)|"
          r"\b(?:driver|reason)s?\s+(?:of|for|behind)\s+(?:the\s+)?(?:forecast|change)"),
         ("comparison", r"\bcompar\w*|\bversus\b|\bvs\.?\s|\bwhich\s+(?:of|one|sku|item|product)\b.*\b(?:more|"
          r"less|higher|lower|bigger|riskier|better|worse)|\bdifference\s+between\b|\bside\s+by\s+side\b"),
@@ -69,18 +70,21 @@ RULES: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
          r"(?:\s+(?:mean|means|stand for|class\w*|analysis|level|rule\w*|polic\w*|limits?))*\s*\??\s*$|"
          r"\b(?:define|definition of|meaning of|explain(?: what)?|how (?:do|should) (?:i|we) (?:read|"
          r"interpret)|what does .{1,40} (?:mean|stand for)|how is .{1,40} (?:calculated|computed|defined)|"
-         r"policy (?:on|for)|our policy|approval limits?|who (?:must|has to|needs to) approve)\b"),
+         r"policy (?:on|for)|our policy|approval limits?|who (?:must|has to|needs to) approve)\b|"
+         r"\bwhat\s+service[- ]levels?\b(?!.*\b(?:if|would|at)\b)|"
+         r"\bservice[- ]level\s+(?:policy|targets?)\b"),
         ("stockout_risk", r"\bstock[- ]?outs?\b|\brun(?:ning)?\s+out\b|\bruns\s+out\b|\bout\s+of\s+stock\b|"
          r"\bdays?\s+of\s+(?:cover|supply|stock)\b|\bshortage\b|\bhow\s+long\s+(?:will|does|would)\s+"
          r"(?:the\s+|our\s+)?(?:stock|inventory)\s+last\b|\bat\s+risk\b|\brisk\s+of\b|\blast\s+until\b"),
         ("supplier_lead_time", r"\blead[- ]?times?\b|\bsupplier\b|\bvendor\b|\bhow\s+(?:long|fast|quickly)\s+"
          r"(?:does|do|will|would)\s+.{0,40}(?:deliver|ship|take)|\bdeliver(?:y|ies)\s+(?:time|delay|"
          r"reliab)|\bon[- ]time\b"),
-        ("order_advice", r"\b(?:should|do|must|shall)\s+(?:i|we)\s+(?:re)?order\b|\bhow\s+(?:much|many)\b.*"
-         r"\b(?:order|buy|purchase|reorder)\b|\breorder\s+point\b|\bsafety\s+stock\b|\beoq\b|\border\s+"
+        ("order_advice", r"\b(?:should|do|must|shall)\s+(?:i|we)\s+(?:re)?order\b|\bhow\s+(?:much|many)\b"
+         r"(?:(?!\bwill\b).)*\b(?:order|buy|purchase|reorder)\b|\breorder\s+point\b|\bsafety\s+stock\b|\beoq\b|\border\s+"
          r"(?:advice|now|quantity|qty|recommendation)|\bwhen\s+(?:should|do|must)\s+(?:i|we)\s+(?:re)?order|"
          r"\brestock\b|\breplenish\w*|\btime\s+to\s+(?:re)?order|\blatest\s+order\s+date"),
-        ("forecast_lookup", r"\bforecast\w*\b|\bhow\s+(?:much|many)\b.*\b(?:sell|sold|need|expect\w*|demand)|"
+        ("forecast_lookup", r"\bforecast\w*\b|"
+         r"\bhow\s+(?:much|many)\b.*\b(?:sell|sold|need|expect\w*|demand|buy)|"
          r"\bexpected\s+(?:demand|sales|units)|\bdemand\s+(?:for|of|next|over|in)\b|\bpredict\w*|\bproject\w*"
          r"\s+(?:demand|sales)|\b(?:will|going\s+to)\s+(?:we\s+)?sell\b"),
     )
@@ -178,8 +182,11 @@ class IntentClassifier:
             TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True),
             TfidfVectorizer(analyzer="char_wb", ngram_range=(3, 5), sublinear_tf=True),
         )
+        from threadpoolctl import threadpool_limits
+
         self.model_ = make_pipeline(features, LogisticRegression(C=self.C, max_iter=2000))
-        self.model_.fit(texts, labels)
+        with threadpool_limits(1):  # a few hundred phrasings: BLAS threads only spin on a busy machine
+            self.model_.fit(texts, labels)
         return self
 
     def rule(self, question: str) -> str | None:

@@ -162,10 +162,10 @@ def unknown_entities(unknown_skus: dict[str, list[str]], unknown_suppliers: dict
     lines = []
     for code, close in unknown_skus.items():
         hint = f"; close matches: {', '.join(close)}" if close else "; no SKU code is close to it"
-        lines.append(f"I have no SKU {code} in the current results{hint}.")
+        lines.append(f"SKU {code} is not in the current results{hint}.")
     for name, close in unknown_suppliers.items():
         hint = f"; close matches: {', '.join(close)}" if close else ""
-        lines.append(f"I have no supplier called {name} in the current results{hint}.")
+        lines.append(f"Supplier {name} is not in the current results{hint}.")
     return " ".join(lines)
 
 
