@@ -56,6 +56,25 @@ def _descriptions(raw: pd.DataFrame, id_cols: list[str], desc_col: str | None) -
     return frame.groupby("uid")["d"].agg(lambda s: s.value_counts().index[0])
 
 
+def _transactions(input, query, ids, date_col, target_col, price_col, desc_col, freq):
+    """Invoice lines -> (raw, SKU x period demand with its mean price, notes, freq, exog, descriptions)."""
+    from forecasting.io import read_table
+    from forecasting.transactions import TransactionColumns, sku_descriptions, transactions_to_demand
+
+    if len(ids) != 1:
+        raise InputError("--transactions takes one id column: the SKU code")
+    cols = TransactionColumns(sku=ids[0], date=date_col, quantity=target_col)
+    cols.price = price_col or cols.price
+    cols.description = desc_col or cols.description
+    raw = read_table(input, query)
+    demand, report, pfreq = transactions_to_demand(raw, freq, cols)
+    notes = [
+        f"{report['kept_lines']:,} sold lines of {report['input_lines']:,} kept ({report['skus']:,} SKUs)"
+    ]
+    exog = [c for c in demand.columns if c not in ("unique_id", "ds", "y")]
+    return raw, demand, notes, pfreq, exog, sku_descriptions(raw, cols)
+
+
 @guarded
 def pipeline(
     input: str = InputArg,
@@ -82,6 +101,12 @@ def pipeline(
     po_date_col: str = PoDateColOpt,
     receipt_col: str = ReceiptColOpt,
     promised_days: float = PromisedOpt,
+    transactions: bool = typer.Option(
+        False,
+        "--transactions",
+        help="INPUT is invoice lines (one id column = the SKU, --target-col = quantity, optional InvoiceNo): "
+        "cancellations, returns and fees are left out and lines are summed per period.",
+    ),
     query: str = QueryOpt,
     as_json: bool = JsonOpt,
 ) -> None:
@@ -96,9 +121,15 @@ def pipeline(
     cols = split_cols(exog_cols)
     if price_col and price_col not in cols:
         cols.append(price_col)
-    raw, long, report, pfreq, exog = read_long(
-        input, query, id_cols, date_col, target_col, ",".join(cols), freq
-    )
+    if transactions:
+        raw, long, notes, pfreq, exog, descriptions = _transactions(
+            input, query, ids, date_col, target_col, price_col, desc_col, freq
+        )
+    else:
+        raw, long, report, pfreq, exog = read_long(
+            input, query, id_cols, date_col, target_col, ",".join(cols), freq
+        )
+        notes, descriptions = report.lines(), _descriptions(raw, ids, desc_col)
     X_df = future_frame(read_table(future), ids, date_col, exog, pfreq) if future else None
     lead_times = (
         po_lead_times(read_table(po_history), vendor_col, po_date_col, split_cols(receipt_col) or None)
@@ -111,7 +142,7 @@ def pipeline(
             long,
             pfreq,
             horizon,
-            descriptions=_descriptions(raw, ids, desc_col),
+            descriptions=descriptions,
             dataset=name,
             as_of=as_of,
             model=model,
@@ -124,7 +155,7 @@ def pipeline(
             lead_times=lead_times,
             promised_days=promised_days,
             price_col=price_col,
-            notes=report.lines(),
+            notes=notes,
         )
     summary = result.summary()
     if as_json:
@@ -162,9 +193,8 @@ def pipeline(
 def index(as_json: bool = JsonOpt) -> None:
     """Build or update the knowledge-base index from the active pipeline run (only changed documents
     are embedded again)."""
-    from rag.knowledge import INDEX_STEPS, update_index
-
     from forecasting.pipeline import progress_bar
+    from rag.knowledge import INDEX_STEPS, update_index
 
     with progress_bar(INDEX_STEPS, "reading the active run", quiet=as_json) as step:
         stats = update_index(progress=step)

@@ -227,3 +227,21 @@ def test_cli_pipeline_on_m5_and_bad_input(m5_tiny, tmp_path):
     assert bad.stderr.strip().count("\n") == 0 and "as-of" in bad.stderr
     missing = runner.invoke(app, ["pipeline", *args, "--target-col", "units"])
     assert missing.exit_code == 2 and "missing column" in missing.stderr
+
+
+def test_cli_pipeline_on_invoice_lines(data_dir, tmp_path):
+    lines = pd.read_parquet(data_dir / "online_retail" / "online_retail.parquet")
+    top = lines.groupby("StockCode")["Quantity"].sum().nlargest(8).index
+    path = tmp_path / "lines.csv"
+    lines[lines["StockCode"].isin(top)].to_csv(path, index=False)
+    args = ["pipeline", str(path), "--transactions", "--id-cols", "StockCode", "--date-col", "InvoiceDate"]
+    args += ["--target-col", "Quantity", "--freq", "W", "--horizon", "4", "--model", "sba", "--json"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    book = FactBook.from_store()
+    assert book.run_id == out["run_id"] and set(book.skus) <= {str(s).upper() for s in top}
+    assert book.description("85123A") == "WHITE HANGING HEART T-LIGHT HOLDER"
+    assert "sold lines" in out["notes"][0]
+    two_ids = runner.invoke(app, [*args[:4], "StockCode,Country", *args[5:]])
+    assert two_ids.exit_code == 2 and "one id column" in two_ids.stderr
