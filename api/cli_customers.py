@@ -251,7 +251,9 @@ def churn_cmd(
     horizon_days: int = typer.Option(
         90, "--horizon-days", min=7, help="Churn = no purchase in this many days."
     ),
-    model_name: str = typer.Option("rf", "--model", help="rf (random forest) or gbm (gradient boosting)."),
+    model_name: str = typer.Option(
+        "logit", "--model", help="logit (logistic regression), rf (random forest) or gbm (gradient boosting)."
+    ),
     customer: list[str] = typer.Option(None, "--customer", help="Show these customers (repeatable)."),
     top: int = TopOpt,
     json_out: bool = JsonOpt,

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from api.cli_customers import register
 from forecasting.customers.anomalies import ORDER_FEATURES, OrderAnomalyDetector
-from forecasting.customers.churn import CHURN_FEATURES, churn_labels, evaluate_churn
+from forecasting.customers.churn import CHURN_FEATURES, churn_features, churn_labels, evaluate_churn
 from forecasting.customers.clv import BetaGeoNBD, GammaGamma, clv_summary, evaluate_holdout
 from forecasting.customers.recommend import HybridRecommender, evaluate_recommenders
 from forecasting.customers.rfm import FEATURES, customer_features
@@ -224,6 +224,21 @@ def test_churn_time_split(tx):
     assert labels[labels == 0].index.isin(later["customer_id"]).all()
     assert not labels[labels == 1].index.isin(later["customer_id"]).any()
     assert (churn_labels(tx, labels.index, pd.Timestamp(CUTOFF), 90) == labels).all()
+
+
+def test_churn_logit_is_the_default_and_reads_sensibly(tx):
+    """The logistic model on log features: customers gone for half a year score far higher than those
+    who bought last month; it ranks at least as well as the random forest on this time split."""
+    logit = evaluate_churn(tx, CUTOFF)
+    forest = evaluate_churn(tx, CUTOFF, model="rf")
+    assert logit.metrics["model"] == "logit"
+    assert set(logit.model.coef_.index) == set(CHURN_FEATURES)
+    recency = churn_features(tx.before(CUTOFF), pd.Timestamp(CUTOFF))["recency_days"]
+    proba = logit.scores["churn_probability"]
+    assert proba[recency > 180].mean() > proba[recency < 30].mean() + 0.3
+    assert logit.metrics["roc_auc"] >= forest.metrics["roc_auc"] - 0.01
+    with pytest.raises(InputError, match="unknown churn model"):
+        evaluate_churn(tx, CUTOFF, model="svm")
 
 
 # --- recommendations ------------------------------------------------------------------------------

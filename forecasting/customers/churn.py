@@ -12,7 +12,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 from sklearn.ensemble import GradientBoostingClassifier, RandomForestClassifier
+from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import average_precision_score, roc_auc_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import FunctionTransformer, StandardScaler
 
 from forecasting.customers._runtime import n_jobs
 from forecasting.customers.rfm import customer_features
@@ -58,19 +61,32 @@ def churn_labels(tx: Transactions, customers: pd.Index, start: pd.Timestamp, day
     return pd.Series([0 if c in active else 1 for c in customers], index=customers, name="churned")
 
 
+CHURN_MODELS = ("logit", "rf", "gbm")
+
+
+def _log_features(X: np.ndarray) -> np.ndarray:
+    """log1p of the (non-negative) counts, amounts and days: their effects on churn odds are
+    multiplicative (twice as overdue matters alike for weekly and for monthly buyers)."""
+    return np.log1p(np.nan_to_num(np.clip(X, 0.0, None)))
+
+
 class ChurnModel:
-    """Random forest (or gradient boosting) on churn features from several past cut-offs.
+    """A classifier on churn features from several past cut-offs.
 
     `fit(tx, cutoff)` uses training cut-offs cutoff - horizon - i * step (i < n_cutoffs), each labelled
-    by the horizon after it. The default, rf, had the higher ROC AUC on the time splits at 2011-06-11,
-    07-11 and 08-10 of UCI Online Retail (0.753 vs 0.745 on average). Fitted state: `estimator_`,
-    `feature_importances_`, `training_cutoffs_`, `n_train_`, `train_churn_rate_`.
+    by the horizon after it. `model`: "logit" (L2-regularised logistic regression on log features,
+    C=0.1), "rf" (random forest) or "gbm" (gradient boosting). On UCI Online Retail, time splits whose
+    label windows end by 2011-09-09 (cut-offs 2011-04-12, 05-12, 06-11) gave ROC AUC logit 0.720,
+    0.743, 0.760 vs rf 0.711, 0.736, 0.750 and gbm 0.615, 0.649, 0.734: logit is the default.
+    Fitted state: `estimator_`, `feature_importances_` (rf/gbm: impurity importances; logit: absolute
+    standardised coefficients, summing to 1), `coef_` (logit: signed standardised coefficients),
+    `training_cutoffs_`, `n_train_`, `train_churn_rate_`.
     """
 
     def __init__(
         self,
         horizon_days: int = 90,
-        model: str = "rf",
+        model: str = "logit",
         n_cutoffs: int = 3,
         step_days: int = 30,
         random_state: int = 0,
@@ -82,6 +98,12 @@ class ChurnModel:
         self.random_state = random_state
 
     def _estimator(self):
+        if self.model == "logit":
+            return make_pipeline(
+                FunctionTransformer(_log_features),
+                StandardScaler(),
+                LogisticRegression(C=0.1, max_iter=3000),
+            )
         if self.model == "gbm":
             return GradientBoostingClassifier(
                 n_estimators=200,
@@ -98,7 +120,7 @@ class ChurnModel:
                 n_jobs=n_jobs(),
                 random_state=self.random_state,
             )
-        raise InputError(f"unknown churn model {self.model!r}: use gbm or rf")
+        raise InputError(f"unknown churn model {self.model!r}: use {', '.join(CHURN_MODELS)}")
 
     def fit(self, tx: Transactions, cutoff: pd.Timestamp | str | None = None) -> ChurnModel:
         """Train on examples whose label windows end on or before `cutoff` (default: end of data)."""
@@ -122,8 +144,13 @@ class ChurnModel:
         if y.nunique() < 2:
             raise InputError("churn labels have a single class in the training windows; cannot train")
         self.estimator_ = self._estimator().fit(X.to_numpy(), y.to_numpy())
+        if self.model == "logit":
+            self.coef_ = pd.Series(self.estimator_[-1].coef_[0], index=CHURN_FEATURES, name="coef")
+            importance = self.coef_.abs() / self.coef_.abs().sum()
+        else:
+            importance = self.estimator_.feature_importances_
         self.feature_importances_ = pd.Series(
-            self.estimator_.feature_importances_, index=CHURN_FEATURES, name="importance"
+            importance, index=CHURN_FEATURES, name="importance"
         ).sort_values(ascending=False)
         self.training_cutoffs_ = cutoffs
         self.n_train_ = len(y)
@@ -148,7 +175,7 @@ class ChurnEvaluation:
 
 
 def evaluate_churn(
-    tx: Transactions, cutoff: pd.Timestamp | str, horizon_days: int = 90, model: str = "rf"
+    tx: Transactions, cutoff: pd.Timestamp | str, horizon_days: int = 90, model: str = "logit"
 ) -> ChurnEvaluation:
     """Time split: fit on data before `cutoff`, score at `cutoff`, label by the next `horizon_days`."""
     cut = pd.Timestamp(cutoff)
