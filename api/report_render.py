@@ -287,7 +287,9 @@ def _guard_line(report: WeeklyReport) -> str:
     check = report.summary_check
     if not check:
         return ""
-    if check.get("fallback_used"):
+    if check.get("fallback_reason") == "key facts missing":
+        how = "Built from the facts (the language model's text left out the key figures)"
+    elif check.get("fallback_used"):
         how = "Built from the facts (the language model's text did not pass the number guard)"
     else:
         how = "Written by the language model from the facts"

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -49,6 +50,15 @@ SUMMARY_QUESTION = (
     "Summarise this week's procurement report for a procurement manager in two or three sentences: what to "
     "order now, the biggest stockout risk, and how accurate last week's forecast was."
 )
+# A model-written summary must state at least MIN_KEY_FACTS of these, else the plain summary is used: a
+# text whose numbers are all true can still say nothing a buyer can act on.
+KEY_FACTS = (
+    "SKUs to order now",
+    "most urgent order SKU",
+    "highest stockout risk SKU",
+    "forecast MAE last week",
+)
+MIN_KEY_FACTS = 2
 RISK_MIN_PROB = 0.05  # risks below 5% before the next delivery are not listed
 ANOMALY_WINDOW_WEEKS = 13  # unusual orders are judged against the invoices of the last quarter
 
@@ -673,6 +683,28 @@ def write_summary(report: WeeklyReport, writer: Any = None, max_new_tokens: int 
     )
     report.summary = answer.text
     report.summary_check = answer.to_dict()
+    if not answer.fallback_used and key_facts_named(answer.text, facts) < MIN_KEY_FACTS:
+        report.summary = fallback_summary(facts)
+        report.summary_check.update(
+            text=report.summary, fallback_used=True, fallback_reason="key facts missing"
+        )
+
+
+def key_facts_named(text: str, facts: Sequence[Any]) -> int:
+    """How many of the headline facts (SKUs to order, the most urgent and the riskiest SKU, last week's
+    MAE) a summary states: text facts by name, numbers as the guard matches them."""
+    from llm.guard import check_numbers
+
+    matched = {m.allowed_by for m in check_numbers(text, facts).matches}
+    named = 0
+    for f in facts:
+        if f.name not in KEY_FACTS:
+            continue
+        if isinstance(f.value, str) and f.unit is None:
+            named += bool(re.search(rf"(?<![\w/]){re.escape(f.value)}(?![\w/])", text))
+        else:
+            named += f.name in matched
+    return named
 
 
 # ---------------------------------------------------------------- assembly

@@ -255,6 +255,21 @@ def test_summary_numbers_are_all_facts(report):
     assert all(f.source.startswith("report:weekly:2011-11-14@run ") for f in facts)
 
 
+def test_a_summary_must_name_the_key_facts(report):
+    """The plain summary names all four headline facts and passes the guard; a model text whose numbers are
+    all true but that names none of them is not used."""
+    from api.report_weekly import KEY_FACTS, fallback_summary, key_facts_named
+
+    facts = as_facts(report.facts)
+    plain = fallback_summary(facts)
+    assert check_numbers(plain, facts).ok
+    assert key_facts_named(plain, facts) == len(KEY_FACTS)
+    vague = "The report highlighted the biggest stockout risk, a 2011-11-14 order from a company."
+    assert check_numbers(vague, facts).ok and key_facts_named(vague, facts) == 0
+    if not report.summary_check["fallback_used"]:
+        assert key_facts_named(report.summary, facts) >= 2
+
+
 def test_report_is_stored_listed_and_in_the_knowledge_base(report, store):
     rows = store.load("weekly_reports")
     assert set(rows["as_of"]) == {"2011-11-14"} and set(rows["run_id"]) == {report.run_id}
