@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import json
 import math
 import sys
+import typing
 from collections.abc import Callable
 from datetime import date, datetime
 from pathlib import Path
@@ -45,6 +47,41 @@ def guarded(fn: Callable) -> Callable:
             fail("interrupted", code=130)
 
     return wrapper
+
+
+def option_group(
+    name: str, options: dict[str, tuple[Any, Any]], build: Callable[..., Any] = dict
+) -> Callable:
+    """Decorator that shares a block of Typer options between commands instead of repeating it.
+
+    On the command line, the command's parameter `name` is replaced by `options` ({parameter: (type,
+    typer.Option/Argument)}, in order); the command receives `build(**their values)` as `name` (by
+    default the dict of values).
+    """
+
+    def decorate(fn: Callable) -> Callable:
+        sig = inspect.signature(fn)
+        hints = typing.get_type_hints(fn)
+        params = []
+        for p in sig.parameters.values():
+            if p.name == name:
+                kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
+                params += [
+                    inspect.Parameter(k, kind, default=d, annotation=t) for k, (t, d) in options.items()
+                ]
+            else:
+                params.append(p.replace(annotation=hints.get(p.name, p.annotation)))
+
+        @functools.wraps(fn)
+        def wrapper(**kwargs: Any) -> Any:
+            group = build(**{k: kwargs.pop(k) for k in options})
+            return fn(**{name: group}, **kwargs)
+
+        wrapper.__signature__ = sig.replace(parameters=params, return_annotation=hints.get("return"))
+        wrapper.__annotations__ = {p.name: p.annotation for p in params} | {"return": hints.get("return")}
+        return wrapper
+
+    return decorate
 
 
 def to_jsonable(obj: Any) -> Any:

@@ -38,6 +38,7 @@ from api.cli_common import (
     QueryOpt,
     console,
     guarded,
+    option_group,
     out_console,
     print_json,
     print_table,
@@ -57,16 +58,32 @@ customers_app = typer.Typer(
     no_args_is_help=True,
 )
 
-InvoiceColOpt = typer.Option(
-    "InvoiceNo", "--invoice-col", help="Invoice number column (C... = cancellation)."
-)
-CustomerColOpt = typer.Option("CustomerID", "--customer-col", help="Customer id column.")
-DateColOpt = typer.Option("InvoiceDate", "--date-col", help="Invoice date-time column.")
-SkuColOpt = typer.Option("StockCode", "--sku-col", help="Product code column.")
-QuantityColOpt = typer.Option("Quantity", "--quantity-col", help="Quantity column (negative = return).")
-PriceColOpt = typer.Option("UnitPrice", "--price-col", help="Unit price column.")
-DescriptionColOpt = typer.Option(
-    "Description", "--description-col", help="Product description column (optional; for content similarity)."
+# Invoice-line column options shared by every command (defaults fit UCI Online Retail)
+transaction_columns = option_group(
+    "cols",
+    {
+        "invoice_col": (
+            str,
+            typer.Option("InvoiceNo", "--invoice-col", help="Invoice number column (C... = cancellation)."),
+        ),
+        "customer_col": (str, typer.Option("CustomerID", "--customer-col", help="Customer id column.")),
+        "date_col": (str, typer.Option("InvoiceDate", "--date-col", help="Invoice date-time column.")),
+        "sku_col": (str, typer.Option("StockCode", "--sku-col", help="Product code column.")),
+        "quantity_col": (
+            str,
+            typer.Option("Quantity", "--quantity-col", help="Quantity column (negative = return)."),
+        ),
+        "price_col": (str, typer.Option("UnitPrice", "--price-col", help="Unit price column.")),
+        "description_col": (
+            str,
+            typer.Option(
+                "Description",
+                "--description-col",
+                help="Product description column (optional; for content similarity).",
+            ),
+        ),
+    },
+    build=lambda **c: TransactionColumns(**{k.removesuffix("_col"): v for k, v in c.items()}),
 )
 TopOpt = typer.Option(20, "--top", min=1, help="How many rows to print.")
 
@@ -104,16 +121,11 @@ def _descriptions(tx: Transactions, skus) -> list[str | None]:
 
 @customers_app.command("segments")
 @guarded
+@transaction_columns
 def segments_cmd(
+    cols: TransactionColumns,
     input: str = InputArg,
     query: str | None = QueryOpt,
-    invoice_col: str = InvoiceColOpt,
-    customer_col: str = CustomerColOpt,
-    date_col: str = DateColOpt,
-    sku_col: str = SkuColOpt,
-    quantity_col: str = QuantityColOpt,
-    price_col: str = PriceColOpt,
-    description_col: str = DescriptionColOpt,
     k_min: int = typer.Option(3, "--k-min", min=2, help="Smallest number of segments to try."),
     k_max: int = typer.Option(8, "--k-max", min=2, help="Largest number of segments to try."),
     seed: int = typer.Option(0, "--seed", help="K-means random seed."),
@@ -123,9 +135,6 @@ def segments_cmd(
     from forecasting.customers.rfm import customer_features
     from forecasting.customers.segments import CustomerSegmenter
 
-    cols = TransactionColumns(
-        invoice_col, customer_col, date_col, sku_col, quantity_col, price_col, description_col
-    )
     tx = load_transactions(input, query, cols, quiet=json_out)
     feats = customer_features(tx)
     reference = _previous_centroids()
@@ -161,16 +170,11 @@ def _previous_centroids() -> pd.DataFrame | None:
 
 @customers_app.command("clv")
 @guarded
+@transaction_columns
 def clv_cmd(
+    cols: TransactionColumns,
     input: str = InputArg,
     query: str | None = QueryOpt,
-    invoice_col: str = InvoiceColOpt,
-    customer_col: str = CustomerColOpt,
-    date_col: str = DateColOpt,
-    sku_col: str = SkuColOpt,
-    quantity_col: str = QuantityColOpt,
-    price_col: str = PriceColOpt,
-    description_col: str = DescriptionColOpt,
     months: float = typer.Option(3.0, "--months", min=0.1, help="Prediction horizon in months."),
     season: str = typer.Option("auto", "--season", help="auto (year-over-year index), none, or a factor."),
     customer: list[str] = typer.Option(None, "--customer", help="Show these customers (repeatable)."),
@@ -180,9 +184,6 @@ def clv_cmd(
     """Lifetime value: BG/NBD purchases and Gamma-Gamma spend over the next --months per customer."""
     from forecasting.customers.clv import LifetimeValueModel
 
-    cols = TransactionColumns(
-        invoice_col, customer_col, date_col, sku_col, quantity_col, price_col, description_col
-    )
     tx = load_transactions(input, query, cols, quiet=json_out)
     season_value: str | float = season
     if season.lower() not in ("auto", "none"):
@@ -238,16 +239,11 @@ def _pick_customers(df: pd.DataFrame, customers: list[str] | None, top: int) -> 
 
 @customers_app.command("churn")
 @guarded
+@transaction_columns
 def churn_cmd(
+    cols: TransactionColumns,
     input: str = InputArg,
     query: str | None = QueryOpt,
-    invoice_col: str = InvoiceColOpt,
-    customer_col: str = CustomerColOpt,
-    date_col: str = DateColOpt,
-    sku_col: str = SkuColOpt,
-    quantity_col: str = QuantityColOpt,
-    price_col: str = PriceColOpt,
-    description_col: str = DescriptionColOpt,
     horizon_days: int = typer.Option(
         90, "--horizon-days", min=7, help="Churn = no purchase in this many days."
     ),
@@ -261,9 +257,6 @@ def churn_cmd(
     """Churn risk per customer, with a time-split validation (the last --horizon-days held out)."""
     from forecasting.customers.churn import ChurnModel, churn_table, evaluate_churn
 
-    cols = TransactionColumns(
-        invoice_col, customer_col, date_col, sku_col, quantity_col, price_col, description_col
-    )
     tx = load_transactions(input, query, cols, quiet=json_out)
     as_of = tx.end.normalize() + pd.Timedelta(days=1)
     validation = evaluate_churn(tx, as_of - pd.Timedelta(days=horizon_days), horizon_days, model_name)
@@ -305,16 +298,11 @@ def churn_cmd(
 
 @customers_app.command("recommend")
 @guarded
+@transaction_columns
 def recommend_cmd(
+    cols: TransactionColumns,
     input: str = InputArg,
     query: str | None = QueryOpt,
-    invoice_col: str = InvoiceColOpt,
-    customer_col: str = CustomerColOpt,
-    date_col: str = DateColOpt,
-    sku_col: str = SkuColOpt,
-    quantity_col: str = QuantityColOpt,
-    price_col: str = PriceColOpt,
-    description_col: str = DescriptionColOpt,
     customer: list[str] = typer.Option(
         None, "--customer", help="Recommend for these customers (repeatable)."
     ),
@@ -330,9 +318,6 @@ def recommend_cmd(
     """Products to recommend per customer, or items bought together with a SKU (--sku)."""
     from forecasting.customers.recommend import evaluate_recommenders, make_recommender
 
-    cols = TransactionColumns(
-        invoice_col, customer_col, date_col, sku_col, quantity_col, price_col, description_col
-    )
     tx = load_transactions(input, query, cols, quiet=json_out)
     model = make_recommender(method).fit(tx.lines)
     result: dict = {"method": method, "n": n}
@@ -392,16 +377,11 @@ def recommend_cmd(
 
 @customers_app.command("anomalies")
 @guarded
+@transaction_columns
 def anomalies_cmd(
+    cols: TransactionColumns,
     input: str = InputArg,
     query: str | None = QueryOpt,
-    invoice_col: str = InvoiceColOpt,
-    customer_col: str = CustomerColOpt,
-    date_col: str = DateColOpt,
-    sku_col: str = SkuColOpt,
-    quantity_col: str = QuantityColOpt,
-    price_col: str = PriceColOpt,
-    description_col: str = DescriptionColOpt,
     contamination: float = typer.Option(0.01, "--contamination", help="Share of orders flagged (0-0.5)."),
     top: int = TopOpt,
     json_out: bool = JsonOpt,
@@ -409,9 +389,6 @@ def anomalies_cmd(
     """Unusual orders (Isolation Forest), each explained by its most unusual features."""
     from forecasting.customers.anomalies import OrderAnomalyDetector
 
-    cols = TransactionColumns(
-        invoice_col, customer_col, date_col, sku_col, quantity_col, price_col, description_col
-    )
     tx = load_transactions(input, query, cols, quiet=json_out)
     det = OrderAnomalyDetector(contamination=contamination).fit(tx)
     n_flagged = int((det.scores_ >= det.threshold_).sum())

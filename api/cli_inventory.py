@@ -22,6 +22,7 @@ from api.cli_common import (
     TargetColOpt,
     console,
     guarded,
+    option_group,
     print_json,
     print_table,
     read_long,
@@ -304,48 +305,58 @@ def _notes(data: Loaded, source: str, planner: InventoryPlanner) -> list[str]:
     return notes
 
 
+# the inputs of kpis and recommend (they share one body, _run_planner)
+planner_options = option_group(
+    "p",
+    {
+        "input": (str, InputArg),
+        "id_cols": (str, IdColsOpt),
+        "date_col": (str, DateColOpt),
+        "target_col": (str, TargetColOpt),
+        "exog_cols": (str, ExogColsOpt),
+        "future": (str, FutureOpt),
+        "freq": (str, FreqOpt),
+        "forecast": (str, ForecastOpt),
+        "residuals": (str, ResidualsOpt),
+        "residual_periods": (int, ResidualPeriodsOpt),
+        "model": (str, ModelOpt),
+        "horizon": (int, HorizonOpt),
+        "stock": (str, StockOpt),
+        "open_pos": (str, OpenPosOpt),
+        "po_history": (str, PoHistoryOpt),
+        "vendor_col": (str, VendorColOpt),
+        "po_date_col": (str, PoDateColOpt),
+        "receipt_col": (str, ReceiptColOpt),
+        "promised_days": (float, PromisedOpt),
+        "price_col": (str, PriceColOpt),
+        "location_col": (str, LocationColOpt),
+        "service_level": (float, ServiceOpt),
+        "class_service": (str, ClassServiceOpt),
+        "fill_rate": (float, FillRateOpt),
+        "abc_method": (str, AbcOpt),
+        "max_cover_days": (float, MaxCoverOpt),
+        "order_cost": (float, OrderCostOpt),
+        "holding_rate": (float, HoldingOpt),
+        "unit_cost": (float, UnitCostOpt),
+        "stockout_cost": (float, StockoutCostOpt),
+        "lead_time_days": (float, LeadOpt),
+        "lead_time_std_days": (float, LeadSdOpt),
+        "pack_size": (float, PackOpt),
+        "moq": (float, MoqOpt),
+        "query": (str, QueryOpt),
+    },
+)
+
+
 @guarded
+@planner_options
 def kpis(
-    input: str = InputArg,
-    id_cols: str = IdColsOpt,
-    date_col: str = DateColOpt,
-    target_col: str = TargetColOpt,
-    exog_cols: str = ExogColsOpt,
-    future: str = FutureOpt,
-    freq: str = FreqOpt,
-    forecast: str = ForecastOpt,
-    residuals: str = ResidualsOpt,
-    residual_periods: int = ResidualPeriodsOpt,
-    model: str = ModelOpt,
-    horizon: int = HorizonOpt,
-    stock: str = StockOpt,
-    open_pos: str = OpenPosOpt,
-    po_history: str = PoHistoryOpt,
-    vendor_col: str = VendorColOpt,
-    po_date_col: str = PoDateColOpt,
-    receipt_col: str = ReceiptColOpt,
-    promised_days: float = PromisedOpt,
-    price_col: str = PriceColOpt,
-    location_col: str = LocationColOpt,
-    service_level: float = ServiceOpt,
-    class_service: str = ClassServiceOpt,
-    fill_rate: float = FillRateOpt,
-    abc_method: str = AbcOpt,
-    max_cover_days: float = MaxCoverOpt,
-    order_cost: float = OrderCostOpt,
-    holding_rate: float = HoldingOpt,
-    unit_cost: float = UnitCostOpt,
-    stockout_cost: float = StockoutCostOpt,
-    lead_time_days: float = LeadOpt,
-    lead_time_std_days: float = LeadSdOpt,
-    pack_size: float = PackOpt,
-    moq: float = MoqOpt,
+    p: dict,
     output: Path = OutputOpt,
-    query: str = QueryOpt,
     as_json: bool = JsonOpt,
 ) -> None:
     """Inventory KPIs per SKU: safety stock, reorder point, EOQ, cover, stockout risk, turnover, ABC/XYZ."""
-    planner, notes, run_id = _run_planner(locals(), "inventory_kpis")
+    planner, notes, run_id = _run_planner(p, "inventory_kpis")
     table = planner.kpis_
     if output:
         write_table(table, output)
@@ -385,50 +396,15 @@ def kpis(
 
 
 @guarded
+@planner_options
 def recommend(
-    input: str = InputArg,
-    id_cols: str = IdColsOpt,
-    date_col: str = DateColOpt,
-    target_col: str = TargetColOpt,
-    exog_cols: str = ExogColsOpt,
-    future: str = FutureOpt,
-    freq: str = FreqOpt,
-    forecast: str = ForecastOpt,
-    residuals: str = ResidualsOpt,
-    residual_periods: int = ResidualPeriodsOpt,
-    model: str = ModelOpt,
-    horizon: int = HorizonOpt,
-    stock: str = StockOpt,
-    open_pos: str = OpenPosOpt,
-    po_history: str = PoHistoryOpt,
-    vendor_col: str = VendorColOpt,
-    po_date_col: str = PoDateColOpt,
-    receipt_col: str = ReceiptColOpt,
-    promised_days: float = PromisedOpt,
-    price_col: str = PriceColOpt,
-    location_col: str = LocationColOpt,
-    service_level: float = ServiceOpt,
-    class_service: str = ClassServiceOpt,
-    fill_rate: float = FillRateOpt,
-    abc_method: str = AbcOpt,
-    max_cover_days: float = MaxCoverOpt,
-    order_cost: float = OrderCostOpt,
-    holding_rate: float = HoldingOpt,
-    unit_cost: float = UnitCostOpt,
-    stockout_cost: float = StockoutCostOpt,
-    lead_time_days: float = LeadOpt,
-    lead_time_std_days: float = LeadSdOpt,
-    pack_size: float = PackOpt,
-    moq: float = MoqOpt,
+    p: dict,
     include_all: bool = typer.Option(False, "--all", help="List every SKU, not only those to order now."),
     output: Path = OutputOpt,
-    query: str = QueryOpt,
     as_json: bool = JsonOpt,
 ) -> None:
     """Order advice: what to order now (rounded to pack / MOQ) and the latest order date per SKU."""
-    params = dict(locals())
-    params.pop("include_all")
-    planner, notes, run_id = _run_planner(params, "order_advice")
+    planner, notes, run_id = _run_planner(p, "order_advice")
     orders = planner.orders(include_all=include_all)
     if output:
         write_table(orders, output)

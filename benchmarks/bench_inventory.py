@@ -38,6 +38,7 @@ from forecasting.inventory.leadtime import LeadTimeSampler, po_lead_times  # noq
 from forecasting.inventory.paths import with_residual_sigma  # noqa: E402
 from forecasting.inventory.recommend import InventoryPlanner  # noqa: E402
 from forecasting.inventory.simulate import (  # noqa: E402
+    METRICS,
     SimulationSettings,
     align_forecast,
     demand_matrices,
@@ -52,19 +53,6 @@ CACHE = ROOT / ".stockpilot" / "bench_cache"
 TEST = 28
 HISTORY = 364  # days of sales before the test the policies see (stock-out runs are judged on them)
 EXOG = ["sell_price", "snap", "event_name_1", "event_type_1"]
-METRICS = (
-    "fill_rate",
-    "stockout_days",
-    "stockout_events",
-    "short_days",
-    "lost_units",
-    "avg_inventory",
-    "avg_inventory_value",
-    "holding_cost",
-    "ordering_cost",
-    "stockout_cost",
-    "total_cost",
-)
 
 
 def load_m5() -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -18,17 +18,12 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
 
 from forecasting.customers._runtime import n_jobs
-from forecasting.customers.rfm import customer_features
+from forecasting.customers.rfm import HEAVY_TAILED, customer_features, log_scale
 from forecasting.customers.transactions import Transactions
 from forecasting.errors import InputError
 
 CHURN_FEATURES = [
-    "recency_days",
-    "frequency",
-    "monetary",
-    "avg_order_value",
-    "interpurchase_days",
-    "product_breadth",
+    *HEAVY_TAILED,
     "return_rate",
     "tenure_days",
     "purchase_days",
@@ -65,9 +60,9 @@ CHURN_MODELS = ("logit", "rf", "gbm")
 
 
 def _log_features(X: np.ndarray) -> np.ndarray:
-    """log1p of the (non-negative) counts, amounts and days: their effects on churn odds are
-    multiplicative (twice as overdue matters alike for weekly and for monthly buyers)."""
-    return np.log1p(np.nan_to_num(np.clip(X, 0.0, None)))
+    """Every churn feature on log scale: effects on churn odds are multiplicative (twice as overdue
+    matters alike for weekly and for monthly buyers)."""
+    return np.nan_to_num(log_scale(X))
 
 
 class ChurnModel:

@@ -11,16 +11,16 @@ from forecasting.errors import InputError
 # The retailer's peak buying season (months) used for the seasonality feature.
 PEAK_MONTHS = (9, 10, 11, 12)
 
-FEATURES = [
+# Counts, amounts and day spans: heavy-tailed, so models see them on a log scale (see log_scale).
+HEAVY_TAILED = (
     "recency_days",
     "frequency",
     "monetary",
     "avg_order_value",
     "interpurchase_days",
     "product_breadth",
-    "return_rate",
-    "peak_season_share",
-]
+)
+FEATURES = [*HEAVY_TAILED, "return_rate", "peak_season_share"]
 FEATURE_DOC = {
     "recency_days": "days from the last purchase to the reference date",
     "frequency": "number of purchase invoices",
@@ -31,6 +31,11 @@ FEATURE_DOC = {
     "return_rate": "returned value / (kept + returned value)",
     "peak_season_share": "share of spend in September-December",
 }
+
+
+def log_scale(values):
+    """log1p of non-negative feature values (negatives count as 0, NaN stays NaN); arrays or frames."""
+    return np.log1p(np.clip(values, 0.0, None))
 
 
 def customer_features(tx: Transactions, as_of: pd.Timestamp | str | None = None) -> pd.DataFrame:

@@ -10,18 +10,11 @@ from sklearn.metrics import silhouette_score
 from sklearn.preprocessing import StandardScaler
 
 from forecasting.customers._runtime import small_job_threads
-from forecasting.customers.rfm import FEATURES
+from forecasting.customers.rfm import FEATURES, HEAVY_TAILED, log_scale
 from forecasting.errors import InputError
 
 # Heavy-tailed features are clustered on log1p scale; shares (0..1) as they are.
-LOG_FEATURES = {
-    "recency_days",
-    "frequency",
-    "monetary",
-    "avg_order_value",
-    "interpurchase_days",
-    "product_breadth",
-}
+LOG_FEATURES = set(HEAVY_TAILED)
 # Descriptors added to a base name when two segments would otherwise share it: (feature, sign) -> word.
 DESCRIPTORS = {
     ("monetary", 1): "high spend",
@@ -120,9 +113,8 @@ class CustomerSegmenter:
         if missing:
             raise InputError(f"missing customer feature(s): {', '.join(missing)}")
         X = feats[cols].astype(float).copy()
-        for c in cols:
-            if c in LOG_FEATURES:
-                X[c] = np.log1p(X[c].clip(lower=0))
+        logged = [c for c in cols if c in LOG_FEATURES]
+        X[logged] = log_scale(X[logged])
         return X.fillna(X.median()).to_numpy()
 
     def fit(self, feats: pd.DataFrame, reference: pd.DataFrame | None = None) -> CustomerSegmenter:
