@@ -358,21 +358,8 @@ def kpis(
     """Inventory KPIs per SKU: safety stock, reorder point, EOQ, cover, stockout risk, turnover, ABC/XYZ."""
     planner, notes, run_id = _run_planner(p, "inventory_kpis")
     table = planner.kpis_
-    if output:
-        write_table(table, output)
-    if as_json:
-        print_json(
-            {
-                "run_id": run_id,
-                "summary": planner.summary(),
-                "assumed": planner.assumed_,
-                "notes": notes,
-                "kpis": table,
-            }
-        )
+    if _emit(planner, notes, run_id, "kpis", table, output, as_json):
         return
-    for line in notes:
-        console.print(line)
     show = [
         c
         for c in (
@@ -406,21 +393,8 @@ def recommend(
     """Order advice: what to order now (rounded to pack / MOQ) and the latest order date per SKU."""
     planner, notes, run_id = _run_planner(p, "order_advice")
     orders = planner.orders(include_all=include_all)
-    if output:
-        write_table(orders, output)
-    if as_json:
-        print_json(
-            {
-                "run_id": run_id,
-                "summary": planner.summary(),
-                "assumed": planner.assumed_,
-                "notes": notes,
-                "orders": orders,
-            }
-        )
+    if _emit(planner, notes, run_id, "orders", orders, output, as_json):
         return
-    for line in notes:
-        console.print(line)
     show = [
         c
         for c in (
@@ -452,6 +426,19 @@ def _lead_periods(errors: pd.DataFrame, lead_time_days, po_history, p: dict, fre
         _, stats = _po_history(po_history, p["vendor_col"], p["po_date_col"], p["receipt_col"], None)
         days = float(stats.loc[stats["vendor"] == "ALL", "mean_days"].iloc[0])
     return (days or InventoryDefaults().lead_time_days) / period_days(freq)
+
+
+def _emit(planner, notes, run_id, key: str, table: pd.DataFrame, output, as_json: bool) -> bool:
+    """Write `table` to --output, then print the JSON (True: done) or the notes before the table."""
+    if output:
+        write_table(table, output)
+    if as_json:
+        head = {"run_id": run_id, "summary": planner.summary(), "assumed": planner.assumed_}
+        print_json({**head, "notes": notes, key: table})
+        return True
+    for line in notes:
+        console.print(line)
+    return False
 
 
 def _run_planner(p: dict, kind: str) -> tuple[InventoryPlanner, list[str], str]:
