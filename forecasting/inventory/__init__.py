@@ -1,1 +1,2 @@
-"""Inventory and procurement numbers: policy formulas, lead times, ABC/XYZ, order advice, simulation."""
+"""Inventory and procurement numbers: policy formulas, lead times, ABC/XYZ, stock-out
+runs in sales history, order advice, simulation."""
