@@ -887,7 +887,9 @@ def list_reports(store: ResultsStore | None = None) -> pd.DataFrame:
     frame = store.load("weekly_reports")
     if frame.empty:
         return frame
-    frame = frame.sort_values("created_at").drop_duplicates("as_of", keep="last")
+    if "created_at" in frame.columns:
+        frame = frame.sort_values("created_at", kind="stable")
+    frame = frame.drop_duplicates("as_of", keep="last")
     return frame.sort_values("as_of", ascending=False).reset_index(drop=True)
 
 
