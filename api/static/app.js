@@ -94,7 +94,7 @@ function factsTable(facts) {
   const wrap = el("div", { class: "table-wrap" });
   const table = el("table", { class: "facts" });
   const head = el("tr");
-  for (const [label, cls] of [["Fact", ""], ["Value", "num"], ["Unit", ""], ["Source", "src"]]) {
+  for (const [label, cls] of [["Fact", ""], ["Value", "num"], ["Source", "src"]]) {
     head.appendChild(el("th", cls ? { class: cls } : {}, label));
   }
   table.appendChild(el("thead")).appendChild(head);
@@ -102,8 +102,10 @@ function factsTable(facts) {
   for (const fact of facts) {
     const row = el("tr");
     row.appendChild(el("td", {}, fact.name));
-    row.appendChild(el("td", { class: "num" }, formatValue(fact.value, fact.unit)));
-    row.appendChild(el("td", {}, fact.unit === "ratio" ? "" : fact.unit || ""));
+    const numeric = typeof fact.value === "number";
+    const unit = numeric && fact.unit && fact.unit !== "ratio" && fact.unit !== "%" ? ` ${fact.unit}` : "";
+    const value = formatValue(fact.value, fact.unit) + (fact.unit === "%" && numeric ? "%" : unit);
+    row.appendChild(el("td", { class: numeric ? "num" : "text" }, value));
     row.appendChild(el("td", { class: "src" }, fact.source || ""));
     body.appendChild(row);
   }
