@@ -21,6 +21,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "api.cli_serve",
     "api.cli_assistant",
     "api.cli_report",
+    "api.cli_llm",
 )
 
 

