@@ -31,7 +31,7 @@ def serve(
     if as_json:
         print_json({"url": url, "docs": f"{url}/docs", "api_key_file": key_file})
     else:
-        console.print(f"[bold]StockPilot[/] chat page and API at [link={url}]{url}[/] (OpenAPI: {url}/docs)")
+        console.print(f"[bold]StockPilot[/] chat page and API at {url} (OpenAPI: {url}/docs)", soft_wrap=True)
         where = f"in {key_file}" if key_file else "from STOCKPILOT_API_KEY"
-        console.print(f"API key (X-API-Key header; paste it into the page once): {where}")
+        console.print(f"API key (X-API-Key header; paste it into the page once): {where}", soft_wrap=True)
     uvicorn.run(app, host=host, port=port, log_level="info", access_log=False)

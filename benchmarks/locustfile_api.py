@@ -9,7 +9,7 @@ Environment: STOCKPILOT_BENCH_KEY (API key), STOCKPILOT_BENCH_SKUS (comma-separa
 import os
 import random
 
-from locust import HttpUser, between, constant_throughput, task
+from locust import FastHttpUser, HttpUser, between, constant_throughput, task
 
 KEY = os.environ.get("STOCKPILOT_BENCH_KEY", "")
 SKUS = [s for s in os.environ.get("STOCKPILOT_BENCH_SKUS", "").split(",") if s]
@@ -21,7 +21,7 @@ QUESTIONS = (
 )
 
 
-class ForecastUser(HttpUser):
+class ForecastUser(FastHttpUser):
     wait_time = constant_throughput(1)
 
     @task
