@@ -23,6 +23,7 @@ class APISettings(BaseSettings):
       request limits; a request over one gets 422 with a message naming the limit.
     - `STOCKPILOT_API_RETRAIN_MARGIN`: a retrained run is activated only when its `auto` RMSSE is at most
       (1 + margin) x the active run's and below seasonal naive's in the same backtest.
+    - `STOCKPILOT_API_SCHEDULER=false`: do not start the weekly report job (api.scheduler) with the app.
     """
 
     model_config = SettingsConfigDict(env_prefix="STOCKPILOT_", extra="ignore")

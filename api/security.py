@@ -84,7 +84,7 @@ def key_id(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()[:8]
 
 
-def require_api_key(request: Request, key: str | None = Security(api_key_header)) -> str:
+async def require_api_key(request: Request, key: str | None = Security(api_key_header)) -> str:
     """Dependency: the caller's key id when `X-API-Key` is valid and within its rate, else 401 / 429."""
     keys: list[str] = request.app.state.api_keys
     if not key or not any(hmac.compare_digest(key.encode(), k.encode()) for k in keys):
