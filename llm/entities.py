@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from forecasting.factbook import FactBook
 
 NAME_SCORE = 86.0  # rapidfuzz WRatio a product name must reach to count as named
+TOKEN_SET_SCORE = 90.0  # rapidfuzz token_set_ratio for a description named with other words around it
 SUGGEST_SCORE = 60.0
 MAX_SKUS = 3
 PERIOD_DAYS = {"day": 1, "week": 7, "month": 30, "quarter": 91, "year": 365}
@@ -228,20 +229,51 @@ def _is_quantity(question: str, token: str) -> bool:
     )
 
 
+def _descriptions(book: FactBook) -> dict[str, str]:
+    """SKU -> normalised description (lower case, single spaces), built once per FactBook."""
+    cached = getattr(book, "_entity_descriptions", None)
+    if cached is None:
+        cached = {}
+        for sku in book.skus:
+            desc = book.description(sku)
+            if desc:
+                cached[sku] = " ".join(re.findall(r"[a-z0-9]+", desc.lower()))
+        book._entity_descriptions = cached
+    return cached
+
+
 def _match_names(question: str, book: FactBook, ent: Entities) -> None:
-    """Product names: fuzzy match of the question's content words against the SKU descriptions."""
+    """Product names: a description the question contains word for word (the longest wins), else the best
+    token-set match of the question's content words (rapidfuzz), else `FactBook.match_skus` (WRatio)."""
+    from rapidfuzz import fuzz, process
+
+    descs = _descriptions(book)
+    if descs:
+        words = " " + " ".join(re.findall(r"[a-z0-9]+", question.lower())) + " "
+        inside = [(len(d), s) for s, d in descs.items() if len(d) >= 6 and f" {d} " in words]
+        if inside:
+            sku = max(inside)[1]
+            ent.skus.append(sku)
+            ent.matched_by[sku] = "name"
+            return
+        content = " ".join(w for w in words.split() if w not in _STOP)
+        if len(content) >= 4:
+            keys = list(descs)
+            hit = process.extractOne(content, [descs[k] for k in keys], scorer=fuzz.token_set_ratio)
+            shared = set(hit[0].split()) & set(content.split()) if hit else set()
+            if hit and hit[1] >= TOKEN_SET_SCORE and len(shared) >= max(2, 0.6 * len(hit[0].split())):
+                sku = keys[hit[2]]
+                ent.skus.append(sku)
+                ent.matched_by[sku] = "name"
+                return
     text = _stopped(question)
     if len(text) < 4:
         return
     hits = book.match_skus(text, limit=5)
-    if not hits:
-        return
-    best = hits[0][1]
-    if best >= NAME_SCORE:
-        top = [s for s, score in hits if score >= best - 1e-9][:MAX_SKUS]
-        for sku in top:
-            ent.skus.append(sku)
-            ent.matched_by[sku] = "name"
+    if hits and hits[0][1] >= NAME_SCORE:
+        sku = hits[0][0]
+        ent.skus.append(sku)
+        ent.matched_by[sku] = "name"
 
 
 def periods_label(period: Period | None, book: FactBook, default: int | None = None) -> tuple[int, str]:
