@@ -27,8 +27,9 @@ def ask(
     as_json: bool = JsonOpt,
 ) -> None:
     """Answer a procurement question from the active pipeline run's facts, with sources."""
-    from llm.assistant import Assistant
+    from llm.assistant import Assistant, validate_question
 
+    question = validate_question(question)
     answer = Assistant().ask(question, session_id=session)
     if as_json:
         print_json(answer)

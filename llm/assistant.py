@@ -107,6 +107,18 @@ def states_fact(text: str, fact: Fact) -> bool:
     return any(mention_matches(m, fact) for m in extract_numbers(text))
 
 
+def validate_question(question: str | None) -> str:
+    """The question with whitespace collapsed; InputError when it is empty or too long."""
+    question = " ".join((question or "").split())
+    if not question:
+        raise InputError("the question is empty")
+    if len(question) > MAX_QUESTION_CHARS:
+        raise InputError(
+            f"the question is too long ({len(question)} characters, at most {MAX_QUESTION_CHARS})"
+        )
+    return question
+
+
 def fact_texts(facts: list[Fact]) -> str:
     """The text-valued facts (product descriptions, statuses, notes): numbers inside them ("set of 72") are
     stated by code, so the guard accepts them. The user's question is never passed to the guard."""
@@ -163,13 +175,7 @@ class Assistant:
     # ---------------------------------------------------------------- preparation (no generation)
     def prepare(self, question: str, session_id: str | None = None) -> Prepared:
         """Intent, entities, facts, context and chat messages for a question (validated, not generated)."""
-        question = " ".join((question or "").split())
-        if not question:
-            raise InputError("the question is empty")
-        if len(question) > MAX_QUESTION_CHARS:
-            raise InputError(
-                f"the question is too long ({len(question)} characters, at most {MAX_QUESTION_CHARS})"
-            )
+        question = validate_question(question)
         book = self.factbook
         ent = resolve(question, book)
         hostile = bool(INJECTION.search(question))
