@@ -176,6 +176,7 @@ def _stopped(text: str) -> str:
 def resolve(question: str, book: FactBook) -> Entities:
     """Find the SKUs, stores, categories, suppliers, period and what-if settings a question names."""
     ent = Entities(period=period_of(question, book), scenario=scenario_of(question))
+    question = _join_item_store(question, book)
     stores = {s.upper(): s for s in book.stores()}
     categories = {c.upper(): c for c in book.categories()}
     item_hits: list[set[str]] = []
@@ -216,6 +217,23 @@ def resolve(question: str, book: FactBook) -> Entities:
         _match_names(question, book, ent)
     ent.stores = list(dict.fromkeys(ent.stores))
     return ent
+
+
+_ITEM_AT = re.compile(r"\b([\w-]+)\s+(?:at|in|for|from)\s+(?:the\s+)?(?:store\s+)?([\w-]+)\b", re.IGNORECASE)
+
+
+def _join_item_store(question: str, book: FactBook) -> str:
+    """ "FOODS_3_090 at store CA_1" -> "FOODS_3_090/CA_1" when that item/store id is a SKU of the run."""
+    ids = getattr(book, "_entity_ids", None)
+    if ids is None:
+        ids = {s.upper(): s for s in book.skus if "/" in s}
+        book._entity_ids = ids
+
+    def join(m: re.Match[str]) -> str:
+        sku = ids.get(f"{m[1]}/{m[2]}".upper())
+        return sku if sku else m[0]
+
+    return _ITEM_AT.sub(join, question) if ids else question
 
 
 def _names_a_sku(name: str, ent: Entities) -> bool:

@@ -158,11 +158,18 @@ def gold_fact_names(intent: str, period: int | None, horizon: int, word: str, qu
 
 
 def choose_skus(book: Any, n: int) -> list[str]:
-    """SKUs by total historical demand: the top sellers, then every k-th SKU of the top half (sorted)."""
+    """SKUs by total demand: top sellers (one per item), then every k-th SKU of the top half."""
     demand = book.table("demand").groupby("unique_id")["y"].sum().sort_values(ascending=False, kind="stable")
     demand = demand[demand.index.isin(book.skus)]
-    top = demand.index[: n // 2].tolist()
-    rest = demand.index[n // 2 : max(len(demand) // 2, n)].tolist()
+    top, items = [], set()
+    for sku in demand.index:
+        item = sku.split("/")[0]
+        if item not in items:
+            top.append(sku)
+            items.add(item)
+        if len(top) == n // 2:
+            break
+    rest = [s for s in demand.index[: max(len(demand) // 2, n)] if s not in top]
     step = max(1, len(rest) // max(1, n - len(top)))
     return top + rest[::step][: n - len(top)]
 
