@@ -19,7 +19,7 @@ AUTO_CANDIDATES = ("snaive", "ma", "ets", "sba", "tsb", "lgbm", "lstm")
 # budget: at least LSTM_MIN_SERIES series whose typical history holds two lookback windows plus the
 # backtest horizons, and at most LSTM_MAX_ROWS rows (beyond that, ask for `--model lstm` explicitly).
 LSTM_MIN_SERIES = 20
-LSTM_MAX_ROWS = 300_000
+LSTM_MAX_ROWS = 600_000
 ATTENTION_TOP_K = 5
 
 

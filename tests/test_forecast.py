@@ -95,3 +95,33 @@ def test_stockout_weight_raises_lgbm_forecasts(m5_small):
     plain = LGBMForecaster(n_estimators=60, objective="regression").fit(long, freq).predict(7)
     weighted = LGBMForecaster(n_estimators=60, stockout_weight=3.0).fit(long, freq).predict(7)
     assert weighted["yhat"].sum() > 1.1 * plain["yhat"].sum()
+
+
+def test_conformal_bounds_have_finite_sample_correction():
+    from forecasting.models.auto import _conformal_bounds
+
+    z = pd.Series(range(19))  # 19 scaled errors: (n + 1) * 0.95 = 19 -> the largest one
+    lo, hi = _conformal_bounds(z)
+    assert lo == 0 and hi == 18
+    assert _conformal_bounds(pd.Series(dtype=float)) == (-1.645, 1.645)
+
+
+def test_auto_defaults_to_the_combination_and_covers_held_out_car_parts(carparts_small):
+    from forecasting.models.auto import CLASS_MARGIN, AutoForecaster
+
+    long, _, freq = to_long(carparts_small, ["part_id"], "month", "sales", freq="MS")
+    cut = long["ds"].max() - pd.DateOffset(months=6)
+    train, test = long[long["ds"] <= cut], long[long["ds"] > cut]
+    auto = AutoForecaster(horizon=6, candidates=("ma", "sba", "tsb", "naive"), n_windows=2).fit(train, freq)
+    ranked = auto.scores_[["ma", "sba", "tsb", "naive"]].mean().sort_values().index[:3]
+    default = "+".join(ranked)
+    for _, group in auto.choice_.groupby("demand_class"):
+        # a class leaves the default only for a candidate that beat it by the margin on its series
+        picks = group["candidate"].value_counts()
+        if picks.index[0] != default:
+            scores = auto.scores_.loc[group["unique_id"]].mean()
+            assert scores[picks.index[0]] < (1 - CLASS_MARGIN) * scores[default]
+    fc = auto.predict(6).merge(test, on=["unique_id", "ds"])
+    covered = ((fc["y"] >= fc["yhat_lower"]) & (fc["y"] <= fc["yhat_upper"])).mean()
+    assert 0.8 <= covered <= 0.99
+    assert (auto.residuals_["q_lo"] <= 0).all() and (auto.residuals_["q_hi"] >= 0).all()

@@ -1,12 +1,15 @@
 """Choice per demand class by backtest, simple ensembles, and conformal 90% intervals.
 
-`AutoForecaster` backtests its candidate models over rolling windows inside the training data, adds
-equal-weight ensembles of the best few, and picks for every demand class (smooth, erratic,
-intermittent, lumpy) the candidate with the lowest mean scaled error (RMSSE + MASE) on that class's
-series. A series whose own backtest favours another candidate clearly in every window takes that one.
-Intervals are split-conformal: the 5th and 95th percentiles of the chosen candidate's backtest errors
-for the series, shrunk towards its class's pooled (scale-free) errors when the series has few.
-With a single candidate it is simply that model with conformal intervals.
+`AutoForecaster` backtests its candidate models over rolling windows inside the training data and ranks
+them by RMSSE (squared error scaled by the series' naive error: the mean forecast, which safety stock
+and orders build on). The default for every series is the equal-weight combination of the best few
+(forecast combinations are the robust choice when a short backtest cannot separate close models).
+A demand class (smooth, erratic, intermittent, lumpy) takes a single model or smaller combination
+instead only when that beats the default by CLASS_MARGIN in every window on the class's series, and a
+series only when it wins by SERIES_MARGIN in every window on its own.
+Intervals are split-conformal: the chosen forecast's backtest errors, divided by each series' own
+backtest RMSE, pooled per demand class; the 5% and 95% quantiles of those scaled errors times the
+series' RMSE bound its forecast. With a single candidate it is that model with conformal intervals.
 """
 
 from __future__ import annotations
@@ -25,7 +28,21 @@ from forecasting.models.registry import make_model
 from forecasting.models.stats import season_length
 
 ALPHA = 0.10  # 90% interval
-MIN_OWN_RESIDUALS = 40
+CLASS_MARGIN = 0.10  # a demand class leaves the default combination for a candidate this much better
+SERIES_MARGIN = 0.30  # ... and a single series for one this much better, in every backtest window
+MIN_POOLED = 50  # scaled errors a class needs to get its own interval quantiles
+
+
+def _conformal_bounds(z: pd.Series) -> tuple[float, float]:
+    """Split-conformal 5% / 95% bounds of scaled errors: the order statistics at ranks
+    floor((n + 1) * 0.05) and ceil((n + 1) * 0.95), the finite-sample corrected quantiles."""
+    n = len(z)
+    if n == 0:
+        return -1.645, 1.645
+    ordered = np.sort(np.asarray(z, dtype=float))
+    lo = min(max(int(np.floor((n + 1) * ALPHA / 2)), 1), n)
+    hi = min(max(int(np.ceil((n + 1) * (1 - ALPHA / 2))), 1), n)
+    return float(ordered[lo - 1]), float(ordered[hi - 1])
 
 
 class AutoForecaster(Forecaster):
@@ -95,80 +112,68 @@ class AutoForecaster(Forecaster):
             ids["candidate"] = singles[0] if singles else self.candidates[0]
             return ids, pd.DataFrame()
         uid = preds.index.get_level_values("unique_id")
-        mae_s = scales["mae_scale"].reindex(uid).to_numpy()
         mse_s = scales["mse_scale"].reindex(uid).to_numpy()
 
-        def score_of(yhat: pd.Series) -> pd.DataFrame:
-            err = preds["y"].to_numpy() - yhat.to_numpy()
-            frame = pd.DataFrame(
-                {"abs": np.abs(err) / mae_s, "sq": err**2 / mse_s},
-                index=preds.index,
-            )
-            by = frame.groupby(level=["unique_id", "cutoff"]).mean()
-            return np.sqrt(by["sq"]) + by["abs"]
+        def window_rmsse(yhat: pd.Series) -> pd.Series:
+            sq = pd.Series((preds["y"].to_numpy() - yhat.to_numpy()) ** 2 / mse_s, index=preds.index)
+            return np.sqrt(sq.groupby(level=["unique_id", "cutoff"]).mean())
 
-        single_scores = {n: score_of(preds[n]) for n in singles}
-        overall = sorted(singles, key=lambda n: single_scores[n].mean())
-        top = overall[: self.ensemble_size]
-        combos = [c for k in (2, 3) for c in combinations(top, k) if len(top) >= k]
-        all_scores = dict(single_scores)
-        for combo in combos:
-            name = "+".join(combo)
-            preds[name] = preds[list(combo)].mean(axis=1)
-            all_scores[name] = score_of(preds[name])
-        scores = pd.DataFrame(all_scores)  # index: (unique_id, cutoff)
-        per_series = scores.groupby(level="unique_id").mean()
-        cls = ids.set_index("unique_id")["demand_class"].reindex(per_series.index)
-        class_best = per_series.groupby(cls).mean().idxmin(axis=1)
-        chosen = cls.map(class_best).fillna(overall[0])
-        # A series keeps its class's choice unless another candidate wins in every window by 20%.
-        by_window = scores.groupby(level=["unique_id", "cutoff"]).mean()
-        own_best = per_series.idxmin(axis=1)
-        for uid_, best in own_best.items():
-            current = chosen[uid_]
-            if best == current:
-                continue
-            w = by_window.loc[uid_]
-            if len(w) >= 2 and (w[best] < 0.8 * w[current]).all():
+        scores = pd.DataFrame({n: window_rmsse(preds[n]) for n in singles})  # index: (unique_id, cutoff)
+        top = sorted(singles, key=lambda n: scores[n].mean())[: self.ensemble_size]
+        for k in range(2, len(top) + 1):
+            for combo in combinations(top, k):
+                name = "+".join(combo)
+                preds[name] = preds[list(combo)].mean(axis=1)
+                scores[name] = window_rmsse(preds[name])
+        default = "+".join(top)
+        cls = ids.set_index("unique_id")["demand_class"]
+        series_cls = cls.reindex(scores.index.get_level_values("unique_id")).to_numpy()
+        chosen = pd.Series(default, index=cls.index)
+        # A class leaves the combination of the best few only when another candidate beats it clearly in
+        # every window; so does a single series (by a wider margin): two windows are a small sample.
+        for name, group in scores.groupby(series_cls):
+            by_window = group.groupby(level="cutoff").mean()
+            best = by_window.mean().idxmin()
+            if len(by_window) >= 2 and (by_window[best] < (1 - CLASS_MARGIN) * by_window[default]).all():
+                chosen[cls.index[cls == name]] = best
+        for uid_, w in scores.groupby(level="unique_id"):
+            w = w.droplevel("unique_id")
+            best, current = w.mean().idxmin(), chosen[uid_]
+            if best != current and len(w) >= 2 and (w[best] < (1 - SERIES_MARGIN) * w[current]).all():
                 chosen[uid_] = best
-        ids["candidate"] = ids["unique_id"].map(chosen).fillna(overall[0])
+        ids["candidate"] = ids["unique_id"].map(chosen).fillna(default)
         self._preds = preds
-        return ids, per_series
+        return ids, scores.groupby(level="unique_id").mean()
 
     def _residuals(self, preds: pd.DataFrame, scales: pd.DataFrame) -> pd.DataFrame:
-        """Per series: the 5%/95% error quantiles of its chosen candidate, shrunk to its class's pooled."""
+        """Per series: 90% conformal error bounds, the class's pooled 5%/95% quantiles of backtest errors
+        divided by each series' own backtest RMSE, scaled back by the series' RMSE."""
         ids = self.choice_.set_index("unique_id")
+        naive = np.sqrt(scales["mse_scale"]).reindex(ids.index).fillna(0.0)
         if preds.empty:  # no backtest possible: +-1.645 one-step naive errors
-            s = np.sqrt(scales["mse_scale"]).reindex(ids.index).fillna(0.0)
-            return pd.DataFrame({"q_lo": -1.645 * s, "q_hi": 1.645 * s}, index=ids.index)
+            return pd.DataFrame({"q_lo": -1.645 * naive, "q_hi": 1.645 * naive}, index=ids.index)
         uid = preds.index.get_level_values("unique_id")
         chosen = ids["candidate"].reindex(uid).to_numpy()
         yhat = np.full(len(preds), np.nan)
-        for cand in np.unique(chosen):
+        for cand in pd.unique(chosen):
             mask = chosen == cand
             if cand in self._preds.columns:
                 yhat[mask] = self._preds[cand].to_numpy()[mask]
-        scale = np.sqrt(scales["mse_scale"]).reindex(uid).to_numpy()
-        errs = pd.DataFrame(
-            {
-                "unique_id": uid,
-                "err": preds["y"].to_numpy() - yhat,
-                "scaled": (preds["y"].to_numpy() - yhat) / scale,
-            }
-        ).dropna()
+        errs = pd.DataFrame({"unique_id": uid, "err": preds["y"].to_numpy() - yhat}).dropna()
+        rmse = errs.groupby("unique_id")["err"].apply(lambda e: float(np.sqrt(np.mean(e**2))))
+        scale = rmse.reindex(ids.index)
+        scale = scale.where(scale > 0, naive)
+        errs["z"] = errs["err"] / scale.reindex(errs["unique_id"]).to_numpy()
         errs["demand_class"] = errs["unique_id"].map(ids["demand_class"])
-        own = errs.groupby("unique_id")["err"].agg(
-            q_lo=lambda e: np.quantile(e, ALPHA / 2), q_hi=lambda e: np.quantile(e, 1 - ALPHA / 2), n="size"
-        )
-        pooled = errs.groupby("demand_class")["scaled"].agg(
-            p_lo=lambda e: np.quantile(e, ALPHA / 2), p_hi=lambda e: np.quantile(e, 1 - ALPHA / 2)
-        )
-        out = ids[["demand_class"]].join(own).join(pooled, on="demand_class")
-        s = np.sqrt(scales["mse_scale"]).reindex(out.index)
-        w = (out["n"].fillna(0) / MIN_OWN_RESIDUALS).clip(upper=1.0)
-        out["q_lo"] = w * out["q_lo"].fillna(0) + (1 - w) * out["p_lo"].fillna(0) * s
-        out["q_hi"] = w * out["q_hi"].fillna(0) + (1 - w) * out["p_hi"].fillna(0) * s
-        return out[["q_lo", "q_hi"]].fillna(0.0)
+        errs = errs[np.isfinite(errs["z"])]
+        overall = _conformal_bounds(errs["z"])
+        bounds = {
+            c: _conformal_bounds(z) if len(z) >= MIN_POOLED else overall
+            for c, z in errs.groupby("demand_class")["z"]
+        }
+        lo = ids["demand_class"].map(lambda c: bounds.get(c, overall)[0])
+        hi = ids["demand_class"].map(lambda c: bounds.get(c, overall)[1])
+        return pd.DataFrame({"q_lo": lo * scale, "q_hi": hi * scale}, index=ids.index).fillna(0.0)
 
     def predict(self, h: int, X_df: pd.DataFrame | None = None) -> pd.DataFrame:
         fcs = {n: m.predict(h, X_df).set_index(["unique_id", "ds"])["yhat"] for n, m in self.models_.items()}
