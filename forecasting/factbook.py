@@ -15,7 +15,8 @@ conservative interval: it assumes the periods' errors move together).
 
 Beyond the names in the brief: `horizon`, `params`, `assumed` (planner defaults used), `period` (week, day,
 month), `source(kind, key)`, `table(name)`, `metrics()`, `categories()`, `stores()`, `skus_with(attribute,
-value)`, `group_facts(attribute, value)`, `match_suppliers(text)`, `weekly_reports()`.
+value)`, `group_facts(attribute, value)`, `match_suppliers(text)`, `weekly_reports()`,
+`attention(sku)` (the past periods the LSTM's attention weighed most).
 Tables are loaded from the store once per FactBook and kept.
 """
 
@@ -221,6 +222,19 @@ class FactBook:
         rows = self._rows("forecast_changes", self._check(sku))
         return rows.iloc[0].to_dict() if len(rows) else {}
 
+    def attention(self, sku: str) -> pd.DataFrame:
+        """Past periods the LSTM's attention weighed most for this SKU's forecast (rank, past_ds, weight, y);
+        empty when the LSTM did not help forecast it."""
+        rows = (
+            self._rows("forecast_attention", self._check(sku))
+            if len(self.table("forecast_attention"))
+            else None
+        )
+        if rows is None or rows.empty:
+            return pd.DataFrame(columns=["rank", "past_ds", "weight", "y"])
+        rows = rows.assign(past_ds=pd.to_datetime(rows["past_ds"]))
+        return rows.drop(columns="unique_id").sort_values("rank").reset_index(drop=True)
+
     def sku_facts(self, sku: str) -> list[dict[str, Any]]:
         """Every fact about one SKU, each with name, value, unit and source."""
         self._check(sku)
@@ -276,6 +290,13 @@ class FactBook:
             ]
             if "model" in fc.columns:
                 facts.append(fact("forecast model", str(first["model"]), None, src))
+        att = self.attention(sku)
+        if len(att):
+            top = att.iloc[0]
+            facts.append(fact("past period the forecast attends to most", top["past_ds"], "date", src))
+            facts.append(fact("attention weight of that period", float(top["weight"]), "ratio", src))
+            if pd.notna(top.get("y")):
+                facts.append(fact("demand in that period", float(top["y"]), "units", src))
         facts += self._kpi_facts(sku, src)
         facts += self._change_facts(sku, src)
         return facts
