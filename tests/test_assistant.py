@@ -101,7 +101,8 @@ def test_unknown_sku_gets_close_matches(plain, kb) -> None:
     answer = plain.ask(f"Should we reorder {wrong}?")
     assert wrong in answer["answer"] and "not in the current results" in answer["answer"]
     assert sku in answer["answer"]  # suggested
-    assert answer["facts"] == [] and answer["entities"]["unknown_skus"][wrong]
+    assert [f["name"] for f in answer["facts"]] == [f"close matches to {wrong}"]
+    assert sku in answer["entities"]["unknown_skus"][wrong]
 
 
 def test_out_of_scope_is_refused_without_the_model(plain) -> None:
@@ -232,7 +233,9 @@ def test_eval_set_is_large_varied_and_labelled() -> None:
     assert {i["dataset"] for i in items} == {"demo", "m5"}
     assert {i["intent"] for i in items} == set(INTENTS)
     assert {"unknown", "out_of_scope", "hostile", "follow_up", "name"} <= {i["kind"] for i in items}
-    assert len({i["question"] for i in items}) >= 0.9 * len(items)
+    for dataset in ("demo", "m5"):  # varied phrasings, not one template per intent
+        questions = [i["question"] for i in items if i["dataset"] == dataset]
+        assert len(set(questions)) >= 0.9 * len(questions)
 
 
 def test_cli_ask_errors_are_one_line() -> None:
