@@ -423,7 +423,8 @@ def forecast_changes(
     previous_run_id: str,
     previous_as_of: str | None = None,
 ) -> pd.DataFrame:
-    """Per SKU: next-horizon total now vs in the previous run, % change, and the likely driver.
+    """Per SKU: next-horizon total now vs in the previous run, % change, and the likely driver (with
+    different horizons, the totals of their first common number of periods).
 
     `features` is the demand table (history plus known future exogenous rows): it gives the actual demand
     since the previous run (against what that run forecast for those dates), the mean price over each
@@ -431,8 +432,11 @@ def forecast_changes(
     """
     before = before.assign(ds=pd.to_datetime(before["ds"]), unique_id=before["unique_id"].astype(str))
     now = now.assign(ds=pd.to_datetime(now["ds"]))
-    tot_now = now.groupby("unique_id")["yhat"].sum()
-    tot_before = before.groupby("unique_id")["yhat"].sum()
+    # runs with different horizons compare their first common number of periods
+    k = min(now.groupby("unique_id").size().max(), before.groupby("unique_id").size().max())
+    head = lambda fc: fc.sort_values(["unique_id", "ds"]).groupby("unique_id").head(k)  # noqa: E731
+    tot_now = head(now).groupby("unique_id")["yhat"].sum()
+    tot_before = head(before).groupby("unique_id")["yhat"].sum()
     ids = tot_now.index.intersection(tot_before.index)
     if not len(ids):
         return pd.DataFrame(columns=CHANGE_COLUMNS)
