@@ -11,12 +11,21 @@ import pytest
 import typer
 from scipy.integrate import quad
 from scipy.stats import gamma as gamma_dist
-from sklearn.metrics import adjusted_rand_score
+from sklearn.metrics import adjusted_rand_score, roc_auc_score
 from typer.testing import CliRunner
 
 from api.cli_customers import register
 from forecasting.customers.anomalies import ORDER_FEATURES, OrderAnomalyDetector
-from forecasting.customers.churn import CHURN_FEATURES, churn_features, churn_labels, evaluate_churn
+from forecasting.customers.churn import (
+    MODEL_FEATURES,
+    PRODUCT_SCORE,
+    ChurnModel,
+    ProductChurnScore,
+    churn_features,
+    churn_labels,
+    customer_skus,
+    evaluate_churn,
+)
 from forecasting.customers.clv import BetaGeoNBD, GammaGamma, clv_summary, evaluate_holdout
 from forecasting.customers.recommend import HybridRecommender, evaluate_recommenders
 from forecasting.customers.rfm import FEATURES, customer_features
@@ -218,7 +227,7 @@ def test_churn_time_split(tx):
     assert m["pr_auc"] > m["churn_rate"]  # better than a random ranking
     assert all(pd.Timestamp(c) + pd.Timedelta(days=90) <= pd.Timestamp(CUTOFF) for c in m["training_cutoffs"])
     imp = result.model.feature_importances_
-    assert set(imp.index) == set(CHURN_FEATURES) and imp.sum() == pytest.approx(1.0)
+    assert set(imp.index) == set(MODEL_FEATURES) and imp.sum() == pytest.approx(1.0)
     labels = result.scores["churned"]
     later = tx.between(CUTOFF, pd.Timestamp(CUTOFF) + pd.Timedelta(days=90))
     assert labels[labels == 0].index.isin(later["customer_id"]).all()
@@ -232,13 +241,39 @@ def test_churn_logit_is_the_default_and_reads_sensibly(tx):
     logit = evaluate_churn(tx, CUTOFF)
     forest = evaluate_churn(tx, CUTOFF, model="rf")
     assert logit.metrics["model"] == "logit"
-    assert set(logit.model.coef_.index) == set(CHURN_FEATURES)
+    assert set(logit.model.coef_.index) == set(MODEL_FEATURES)
     recency = churn_features(tx.before(CUTOFF), pd.Timestamp(CUTOFF))["recency_days"]
     proba = logit.scores["churn_probability"]
     assert proba[recency > 180].mean() > proba[recency < 30].mean() + 0.3
     assert logit.metrics["roc_auc"] >= forest.metrics["roc_auc"] - 0.01
     with pytest.raises(InputError, match="unknown churn model"):
         evaluate_churn(tx, CUTOFF, model="svm")
+
+
+def test_product_churn_score_is_cross_fitted_and_predicts_later_churn(tx):
+    """The SKU churn rates are smoothed rates of their buyers' labels; a training row's score never
+    uses its own label; the score alone ranks churn in the later window better than chance."""
+    past = tx.before(CUTOFF)
+    model = ChurnModel().fit(past, CUTOFF)
+    c = model.training_cutoffs_[0]
+    y = churn_labels(past, churn_features(past, c).index, c, 90)
+    bought = customer_skus(past, c).assign(cutoff=c)
+    bought["churned"] = bought["customer_id"].map(y)
+    enc = ProductChurnScore(smoothing=20).fit(bought)
+    sku = bought["sku"].value_counts().index[0]
+    buyers = bought.loc[bought["sku"] == sku, "churned"]
+    prior = bought["churned"].mean()  # over all (customer, SKU) pairs
+    assert enc.rates_[sku] == pytest.approx((buyers.sum() + 20 * prior) / (len(buyers) + 20))
+    index = pd.MultiIndex.from_arrays([y.index, [c] * len(y)], names=["customer_id", "cutoff"])
+    scores = model._cross_fitted_product_score(bought, index)
+    own = bought["customer_id"] == y.index[0]
+    flipped = bought.assign(churned=np.where(own, 1 - bought["churned"], bought["churned"]))
+    again = model._cross_fitted_product_score(flipped, index)
+    assert again[0] == scores[0] and not np.allclose(again[1:], scores[1:])  # others see the flip
+    score = model.product_score_.transform(customer_skus(past, pd.Timestamp(CUTOFF)))
+    later = churn_labels(tx, score.index, pd.Timestamp(CUTOFF), 90)
+    assert roc_auc_score(later, score) > 0.55
+    assert PRODUCT_SCORE in model.feature_importances_.index
 
 
 # --- recommendations ------------------------------------------------------------------------------
@@ -374,7 +409,7 @@ def test_cli_churn_json(app, csv_path, home):
     assert result.exit_code == 0, result.output
     out = json.loads(result.stdout)
     assert 0 <= out["validation"]["roc_auc"] <= 1 and len(out["customers"]) == 5
-    assert set(out["feature_importances"]) == set(CHURN_FEATURES)
+    assert set(out["feature_importances"]) == set(MODEL_FEATURES)
 
 
 @pytest.mark.parametrize(

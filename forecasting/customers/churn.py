@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import GradientBoostingClassifier, RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import average_precision_score, roc_auc_score
@@ -33,7 +34,13 @@ CHURN_FEATURES = [
     "overdue_ratio",
     "order_rate",
     "home_country",
+    "units_per_line",
+    "lines_per_order",
 ]
+# The churn rate of the buyers of a customer's products (see ProductChurnScore): learnt from the
+# training labels, so it is added by ChurnModel rather than by churn_features.
+PRODUCT_SCORE = "product_churn_score"
+MODEL_FEATURES = [*CHURN_FEATURES, PRODUCT_SCORE]
 
 
 def churn_features(tx: Transactions, as_of: pd.Timestamp) -> pd.DataFrame:
@@ -41,6 +48,9 @@ def churn_features(tx: Transactions, as_of: pd.Timestamp) -> pd.DataFrame:
     f = customer_features(tx, as_of)
     f["overdue_ratio"] = f["recency_days"] / f["interpurchase_days"].clip(lower=1.0)
     f["order_rate"] = f["frequency"] / f["tenure_days"].clip(lower=30.0) * 30.0
+    orders = tx.invoices[tx.invoices["ts"] < as_of].groupby("customer_id")
+    f["units_per_line"] = (orders["quantity"].sum() / orders["n_lines"].sum()).reindex(f.index)
+    f["lines_per_order"] = orders["n_lines"].mean().reindex(f.index)
     if "country" in f.columns and f["country"].notna().any():
         home = f["country"].mode().iloc[0]
         f["home_country"] = (f["country"] == home).astype(float)
@@ -56,11 +66,42 @@ def churn_labels(tx: Transactions, customers: pd.Index, start: pd.Timestamp, day
     return pd.Series([0 if c in active else 1 for c in customers], index=customers, name="churned")
 
 
+def customer_skus(tx: Transactions, as_of: pd.Timestamp) -> pd.DataFrame:
+    """Distinct (customer_id, sku) pairs bought before `as_of`."""
+    lines = tx.lines.loc[tx.lines["ts"] < as_of, ["customer_id", "sku"]]
+    return lines.drop_duplicates().reset_index(drop=True)
+
+
+class ProductChurnScore:
+    """How often the buyers of a customer's products churned: a product-mix feature for churn.
+
+    `fit(pairs)` takes (customer_id, sku, churned) rows from labelled training windows and keeps, per
+    SKU, the churn rate of its buyers shrunk by `smoothing` pseudo-buyers towards the rate over all
+    (customer, SKU) pairs.
+    `transform(pairs)` gives each customer the mean log-odds of those rates over their distinct SKUs
+    (unseen SKUs count at the overall rate): trade stock that regular buyers reorder scores low,
+    one-off gift items high. Fitted state: `rates_` (per SKU), `prior_`.
+    """
+
+    def __init__(self, smoothing: float = 20.0):
+        self.smoothing = smoothing
+
+    def fit(self, pairs: pd.DataFrame) -> ProductChurnScore:
+        self.prior_ = float(pairs["churned"].mean())
+        g = pairs.groupby("sku")["churned"].agg(["sum", "count"])
+        self.rates_ = (g["sum"] + self.smoothing * self.prior_) / (g["count"] + self.smoothing)
+        return self
+
+    def transform(self, pairs: pd.DataFrame, by: str | list[str] = "customer_id") -> pd.Series:
+        rate = pairs["sku"].map(self.rates_).fillna(self.prior_).clip(1e-6, 1 - 1e-6)
+        return np.log(rate / (1 - rate)).groupby([pairs[k] for k in np.atleast_1d(by)]).mean()
+
+
 CHURN_MODELS = ("logit", "rf", "gbm")
 
 
 def _log_features(X: np.ndarray) -> np.ndarray:
-    """Every churn feature on log scale: effects on churn odds are multiplicative (twice as overdue
+    """Churn features on log scale: effects on churn odds are multiplicative (twice as overdue
     matters alike for weekly and for monthly buyers)."""
     return np.nan_to_num(log_scale(X))
 
@@ -72,10 +113,12 @@ class ChurnModel:
     by the horizon after it. `model`: "logit" (L2-regularised logistic regression on log features,
     C=0.1), "rf" (random forest) or "gbm" (gradient boosting). On UCI Online Retail, time splits whose
     label windows end by 2011-09-09 (cut-offs 2011-04-12, 05-12, 06-11) gave ROC AUC logit 0.720,
-    0.743, 0.760 vs rf 0.711, 0.736, 0.750 and gbm 0.615, 0.649, 0.734: logit is the default.
-    Fitted state: `estimator_`, `feature_importances_` (rf/gbm: impurity importances; logit: absolute
-    standardised coefficients, summing to 1), `coef_` (logit: signed standardised coefficients),
-    `training_cutoffs_`, `n_train_`, `train_churn_rate_`.
+    0.743, 0.760 vs rf 0.711, 0.736, 0.750 and gbm 0.615, 0.649, 0.734: logit is the default. The
+    product-mix features (units_per_line, lines_per_order and the PRODUCT_SCORE, cross-fitted over
+    `product_folds` customer folds, see ProductChurnScore) lifted logit to 0.725, 0.749, 0.763.
+    Fitted state: `estimator_`, `product_score_`, `feature_importances_` (rf/gbm: impurity
+    importances; logit: absolute standardised coefficients, summing to 1), `coef_` (logit: signed
+    standardised coefficients), `training_cutoffs_`, `n_train_`, `train_churn_rate_`.
     """
 
     def __init__(
@@ -84,18 +127,27 @@ class ChurnModel:
         model: str = "logit",
         n_cutoffs: int = 3,
         step_days: int = 30,
+        product_folds: int = 5,
+        product_smoothing: float = 20.0,
         random_state: int = 0,
     ):
         self.horizon_days = horizon_days
         self.model = model
         self.n_cutoffs = n_cutoffs
         self.step_days = step_days
+        self.product_folds = product_folds
+        self.product_smoothing = product_smoothing
         self.random_state = random_state
 
     def _estimator(self):
         if self.model == "logit":
+            # CHURN_FEATURES on log scale; the product score is a log-odds already.
+            logs = ColumnTransformer(
+                [("log", FunctionTransformer(_log_features), slice(0, len(CHURN_FEATURES)))],
+                remainder="passthrough",
+            )
             return make_pipeline(
-                FunctionTransformer(_log_features),
+                logs,
                 StandardScaler(),
                 LogisticRegression(C=0.1, max_iter=3000),
             )
@@ -120,43 +172,64 @@ class ChurnModel:
     def fit(self, tx: Transactions, cutoff: pd.Timestamp | str | None = None) -> ChurnModel:
         """Train on examples whose label windows end on or before `cutoff` (default: end of data)."""
         cut = pd.Timestamp(cutoff) if cutoff is not None else tx.end.normalize() + pd.Timedelta(days=1)
-        frames, labels, cutoffs = [], [], []
+        frames, labels, cutoffs, bought = [], [], [], []
         for i in range(self.n_cutoffs):
             c = cut - pd.Timedelta(days=self.horizon_days + i * self.step_days)
             if c <= tx.start + pd.Timedelta(days=self.step_days):
                 break
             X = churn_features(tx, c)
-            frames.append(X)
-            labels.append(churn_labels(tx, X.index, c, self.horizon_days))
+            y = churn_labels(tx, X.index, c, self.horizon_days)
+            frames.append(X.assign(cutoff=c))
+            labels.append(y)
+            skus = customer_skus(tx, c)
+            bought.append(skus.assign(cutoff=c, churned=skus["customer_id"].map(y)))
             cutoffs.append(c)
         if not frames:
             raise InputError(
                 f"not enough history for churn: need more than {self.horizon_days + self.step_days} days "
                 f"before {cut:%Y-%m-%d}, data starts {tx.start:%Y-%m-%d}"
             )
-        X = pd.concat(frames)
+        X = pd.concat(frames).set_index("cutoff", append=True)
         y = pd.concat(labels)
         if y.nunique() < 2:
             raise InputError("churn labels have a single class in the training windows; cannot train")
-        self.estimator_ = self._estimator().fit(X.to_numpy(), y.to_numpy())
+        X[PRODUCT_SCORE] = self._cross_fitted_product_score(pd.concat(bought, ignore_index=True), X.index)
+        self.product_score_ = ProductChurnScore(self.product_smoothing).fit(pd.concat(bought))
+        self.estimator_ = self._estimator().fit(X[MODEL_FEATURES].to_numpy(), y.to_numpy())
         if self.model == "logit":
-            self.coef_ = pd.Series(self.estimator_[-1].coef_[0], index=CHURN_FEATURES, name="coef")
+            self.coef_ = pd.Series(self.estimator_[-1].coef_[0], index=MODEL_FEATURES, name="coef")
             importance = self.coef_.abs() / self.coef_.abs().sum()
         else:
             importance = self.estimator_.feature_importances_
         self.feature_importances_ = pd.Series(
-            importance, index=CHURN_FEATURES, name="importance"
+            importance, index=MODEL_FEATURES, name="importance"
         ).sort_values(ascending=False)
         self.training_cutoffs_ = cutoffs
         self.n_train_ = len(y)
         self.train_churn_rate_ = float(y.mean())
         return self
 
+    def _cross_fitted_product_score(self, bought: pd.DataFrame, index: pd.MultiIndex) -> np.ndarray:
+        """Product scores of training rows from SKU rates fitted without the customer's own labels:
+        customers are split into `product_folds` folds and each fold is scored by the others, so the
+        score carries no trace of the label it is trained against."""
+        customers = bought["customer_id"].unique()
+        rng = np.random.default_rng(self.random_state)
+        fold = pd.Series(rng.permutation(len(customers)) % self.product_folds, index=customers)
+        in_fold = bought["customer_id"].map(fold)
+        parts = []
+        for k in range(self.product_folds):
+            score = ProductChurnScore(self.product_smoothing).fit(bought[in_fold != k])
+            parts.append(score.transform(bought[in_fold == k], by=["customer_id", "cutoff"]))
+        scores = pd.concat(parts)
+        return scores.reindex(index).to_numpy()
+
     def predict_proba(self, tx: Transactions, as_of: pd.Timestamp | str | None = None) -> pd.Series:
         """Churn probability per customer who bought before `as_of` (default: end of data)."""
         ref = pd.Timestamp(as_of) if as_of is not None else tx.end.normalize() + pd.Timedelta(days=1)
         X = churn_features(tx, ref)
-        proba = self.estimator_.predict_proba(X.to_numpy())[:, 1]
+        X[PRODUCT_SCORE] = self.product_score_.transform(customer_skus(tx, ref)).reindex(X.index)
+        proba = self.estimator_.predict_proba(X[MODEL_FEATURES].to_numpy())[:, 1]
         return pd.Series(proba, index=X.index, name="churn_probability")
 
 
