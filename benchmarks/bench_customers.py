@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 from forecasting.customers.anomalies import OrderAnomalyDetector  # noqa: E402
 from forecasting.customers.churn import ChurnModel, churn_table, evaluate_churn  # noqa: E402
-from forecasting.customers.clv import LifetimeValueModel, evaluate_holdout  # noqa: E402
+from forecasting.customers.clv import LifetimeValueModel, evaluate_holdout, monthly_tracking  # noqa: E402
 from forecasting.customers.recommend import HybridRecommender, evaluate_recommenders  # noqa: E402
 from forecasting.customers.rfm import customer_features  # noqa: E402
 from forecasting.customers.segment_demand import compare_segment_forecasts  # noqa: E402
@@ -74,6 +74,11 @@ def main() -> None:
     print("evaluation (fit before 2011-09-09, evaluate to 2011-12-09)")
     clv = t("lifetime value holdout", evaluate_holdout, tx, CUTOFF)
     calm = t("lifetime value off-peak window", evaluate_holdout, tx, OFF_PEAK[0], OFF_PEAK[1])
+    past = tx.before(CUTOFF)
+    track = t(
+        "lifetime value calendar tracking",
+        lambda: monthly_tracking(LifetimeValueModel(season="none").fit(past, CUTOFF), past),
+    )
     churn = t("churn time split", evaluate_churn, tx, CUTOFF).metrics
     recs = t("recommenders (4 methods)", evaluate_recommenders, tx, CUTOFF)
     demand = t(
@@ -110,6 +115,15 @@ def main() -> None:
         f"  off-peak {OFF_PEAK[0]}..{OFF_PEAK[1]}: correlation {calm['correlation']:.3f}, predicted "
         f"{calm['predicted_total']:,.0f} vs actual {calm['actual_total']:,.0f} "
         f"({calm['total_error_pct']:+.1f}%)"
+    )
+    print(
+        f"  spend per purchase: model {clv['predicted_spend_per_purchase']:,.0f} vs holdout "
+        f"{clv['actual_spend_per_purchase']:,.0f}; value predicted {clv['predicted_value']:,.0f} vs actual "
+        f"{clv['actual_value']:,.0f} ({100 * (clv['predicted_value'] / clv['actual_value'] - 1):+.1f}%)"
+    )
+    print(
+        "  calibration tracking, actual/expected repeat purchase days by month: "
+        + ", ".join(f"{m:%b} {r:.2f}" for m, r in track["ratio"].items())
     )
     print("  params: " + ", ".join(f"{k}={v:.4g}" for k, v in clv["params"].items()))
     print("churn (no purchase in the next 90 days)")
@@ -161,6 +175,7 @@ def main() -> None:
         out = {
             "clv": clv,
             "clv_off_peak": calm,
+            "clv_tracking_ratio": {f"{m:%Y-%m}": r for m, r in track["ratio"].items()},
             "churn": churn,
             "recommendations": recs.reset_index().to_dict(orient="records"),
             "segments": seg.to_json(),

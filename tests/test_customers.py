@@ -26,7 +26,14 @@ from forecasting.customers.churn import (
     customer_skus,
     evaluate_churn,
 )
-from forecasting.customers.clv import BetaGeoNBD, GammaGamma, clv_summary, evaluate_holdout
+from forecasting.customers.clv import (
+    BetaGeoNBD,
+    GammaGamma,
+    LifetimeValueModel,
+    clv_summary,
+    evaluate_holdout,
+    monthly_tracking,
+)
 from forecasting.customers.recommend import HybridRecommender, evaluate_recommenders
 from forecasting.customers.rfm import FEATURES, customer_features
 from forecasting.customers.segment_demand import _statsforecast, compare_segment_forecasts, weekly_demand
@@ -215,6 +222,24 @@ def test_lifetime_value_holdout_on_real_customers(tx):
     assert abs(calm["total_error_pct"]) < 15
     summary = clv_summary(tx, CUTOFF)
     assert (summary["recency"] <= summary["T"]).all() and (summary["frequency"] >= 0).all()
+    later = tx.between(CUTOFF, tx.end + pd.Timedelta(days=1))
+    known = later["customer_id"].isin(summary.index)
+    assert peak["actual_value"] == pytest.approx(later.loc[known, "amount"].sum())
+    assert peak["predicted_value"] > 0 and peak["predicted_spend_per_purchase"] > 0
+
+
+def test_monthly_tracking_adds_up_to_the_model_and_the_data(tx):
+    """Actual repeat purchase days per month sum to the customers' repeat counts; expected ones to
+    each customer's E[X(t)] from the first purchase day to the last day before the cut-off."""
+    past = tx.before(CUTOFF)
+    model = LifetimeValueModel(season="none").fit(past, CUTOFF)
+    track = monthly_tracking(model, past)
+    s = model.summary_
+    assert list(track.index[[0, -1]]) == [pd.Timestamp("2010-12-01"), pd.Timestamp("2011-09-01")]
+    assert track["actual"].sum() == s["frequency"].sum()
+    expected = sum(model.bgnbd_.expected_purchases_new(t - 1) for t in s["T"] if t > 1)
+    assert track["expected"].sum() == pytest.approx(expected, rel=1e-9)
+    assert (track["ratio"] > 0).all()
 
 
 # --- churn ----------------------------------------------------------------------------------------

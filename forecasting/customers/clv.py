@@ -304,6 +304,32 @@ class LifetimeValueModel:
         return {"r": bg.r_, "alpha": bg.alpha_, "a": bg.a_, "b": bg.b_, "p": gg.p_, "q": gg.q_, "v": gg.v_}
 
 
+def monthly_tracking(model: LifetimeValueModel, tx: Transactions) -> pd.DataFrame:
+    """Calendar-month repeat purchase days in the calibration period, actual vs the fitted BG/NBD.
+
+    Expected: the sum over customers of E[X(t)] increments since each one's first purchase day (the
+    model's unconditional expectation, as in a tracking plot). A ratio actual/expected that drifts
+    over calendar time shows a time-varying purchase rate that the stationary model misses; its trend
+    is what a calendar-time adjustment of the forecast could extrapolate. Columns: expected, actual,
+    ratio; index: month start.
+    """
+    lines = tx.lines[tx.lines["ts"] < model.cutoff_]
+    days = lines.assign(day=lines["ts"].dt.normalize()).drop_duplicates(["customer_id", "day"])
+    first = days.groupby("customer_id")["day"].min()
+    start, cut = first.min(), model.cutoff_.normalize()
+    n = (cut - start).days
+    t = np.arange(n, dtype=float)
+    cum_new = np.array([model.bgnbd_.expected_purchases_new(v) if v > 0 else 0.0 for v in t])
+    joined = np.bincount((first - start).dt.days.to_numpy(), minlength=n)[:n]
+    expected = np.diff(np.convolve(joined, cum_new)[:n], prepend=0.0)
+    grid = pd.date_range(start, periods=n, freq="D")
+    repeat = days[days["day"] > days["customer_id"].map(first)].groupby("day").size()
+    out = pd.DataFrame({"expected": expected, "actual": repeat.reindex(grid, fill_value=0)}, index=grid)
+    out = out.resample("MS").sum()
+    out["ratio"] = out["actual"] / out["expected"]
+    return out
+
+
 def evaluate_holdout(
     tx: Transactions,
     cutoff: pd.Timestamp | str,
@@ -322,6 +348,7 @@ def evaluate_holdout(
     pred = model.predict(horizon_days=(stop - cut).days)
     actual = purchase_days_between(tx, cut, stop).reindex(pred.index).fillna(0.0)
     p = pred["expected_purchases"]
+    value = tx.between(cut, stop).groupby("customer_id")["amount"].sum().reindex(pred.index).fillna(0.0)
     return {
         "cutoff": f"{cut:%Y-%m-%d}",
         "end": f"{stop:%Y-%m-%d}",
@@ -331,6 +358,10 @@ def evaluate_holdout(
         "actual_total": float(actual.sum()),
         "total_error_pct": float(100 * (p.sum() - actual.sum()) / actual.sum()),
         "mae": float(np.abs(p - actual).mean()),
+        "predicted_value": float(pred["expected_value"].sum()),
+        "actual_value": float(value.sum()),
+        "predicted_spend_per_purchase": float(pred["expected_value"].sum() / p.sum()),
+        "actual_spend_per_purchase": float(value.sum() / actual.sum()),
         "season_factor": model.season_factor_,
         "season_note": model.season_note_,
         "params": model.params(),
