@@ -250,6 +250,7 @@ def evaluate(
     import torch
     from rouge_score import rouge_scorer
 
+    from forecasting.settings import get_settings
     from llm.config import LLMSettings, get_llm_settings
     from llm.generate import LocalWriter
     from llm.model import apply_adapter, load_model, resolve_adapter
@@ -260,7 +261,7 @@ def evaluate(
     say = progress or (lambda _m: None)
     settings = get_llm_settings()
     scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=True)
-    cache = GenerationCache(cache_path or settings.models_path.parent / "eval" / "generations.jsonl")
+    cache = GenerationCache(cache_path or get_settings().home / "eval" / "generations.jsonl")
     threads = threads or settings.generation_threads
     metrics: dict[str, dict[str, Any]] = {}
     examples = [
