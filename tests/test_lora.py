@@ -100,12 +100,13 @@ def test_references_state_only_facts_and_inputs_match_the_prompt(
     for record in splits["test"]:
         facts = as_facts(record["facts"])
         assert check_numbers(record["output"], facts, question=record["question"]).ok, record["output"]
-        prompt_facts = [replace(f, source=None) for f in facts]  # as Assistant.prepare builds the prompt
-        assert record_messages(record) == build_messages(record["question"], prompt_facts, record["snippets"])
+        if record["intent"] != "weekly_summary":  # as Assistant.prepare builds it (facts without sources)
+            facts = [replace(f, source=None) for f in facts]
+        assert record_messages(record) == build_messages(record["question"], facts)
     # Several phrasings per intent, not one template.
     starts = Counter((r["intent"], " ".join(r["output"].split()[:2])) for r in splits["train"])
     per_intent = Counter(intent for intent, _ in starts)
-    assert all(per_intent[i] >= 3 for i in INTENTS)
+    assert all(per_intent[i] >= 3 for i in INTENTS if i != "out_of_scope")  # off-topic: the one refusal
 
 
 # --------------------------------------------------------------------------- training
