@@ -32,7 +32,7 @@ from typing import Any
 
 from forecasting.errors import InputError
 from forecasting.io import atomic_write_text
-from llm.facts import Fact, as_facts, facts_sentence
+from llm.facts import Fact, as_facts
 from llm.guard import check_numbers, guarded_generate, mention_matches
 from llm.numbers import extract_numbers
 from llm.train import encode_example, mean_response_loss, read_jsonl, record_messages
@@ -191,8 +191,22 @@ class CachedWriter:
 
 
 def template_answer(record: Mapping[str, Any]) -> str:
-    """The plain-sentence fallback the assistant uses when the guard rejects the model's text."""
-    return facts_sentence(as_facts(record["facts"]))
+    """The plain answer shown when the guard rejects the model: the assistant's per-intent template
+    (`llm.templates.render`, with the glossary definition for KPI questions), the refusal for off-topic
+    questions, and the weekly report's plain summary for the weekly summary."""
+    from llm import templates
+
+    facts = as_facts(record["facts"])
+    intent = record["intent"]
+    if intent == "out_of_scope":
+        return templates.REFUSAL
+    if intent == "weekly_summary":
+        from api.report_weekly import fallback_summary
+
+        return fallback_summary(facts)
+    sku = record.get("sku") if "+" not in str(record.get("sku")) else None
+    note = templates.definition(record["question"]) if intent == "kpi_definition" else None
+    return templates.render(intent, facts, sku, note)
 
 
 def adapter_identity(folder: Path) -> str:
