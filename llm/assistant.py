@@ -39,9 +39,9 @@ from llm.sessions import SessionStore, new_session_id
 from llm.tools import ToolResult, run_tool
 
 MAX_NEW_TOKENS = 40
-SNIPPET_CHARS = 320
+SNIPPET_CHARS = 240
 CONTEXT_K = 4
-MAX_SNIPPETS = 3
+MAX_SNIPPETS = 2
 INJECTION = re.compile(
     r"\b(?:ignore|disregard|forget|override)\b[^.?!]{0,40}\b(?:instructions?|rules?|prompts?|above|previous|"
     r"prior)\b|\bsystem\s+prompt\b|\b(?:reveal|print|show|repeat|leak)\b[^.?!]{0,30}\b(?:prompt|instructions?|"
