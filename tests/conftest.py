@@ -1,6 +1,8 @@
 """Shared test fixtures: the real data folder, and an isolated StockPilot home for every test."""
 
 import os
+import shutil
+from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
@@ -49,3 +51,84 @@ def carparts_small() -> pd.DataFrame:
     d = pd.read_csv(DATA / "carparts" / "carparts_long.csv.gz")
     parts = sorted(d["part_id"].unique())[:60]
     return d[d["part_id"].isin(parts)].reset_index(drop=True)
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory) -> str:
+    """One converted copy of the bundled language model for the whole session
+    (STOCKPILOT_TEST_MODEL_DIR keeps one across sessions)."""
+    return os.environ.get("STOCKPILOT_TEST_MODEL_DIR") or str(tmp_path_factory.mktemp("models"))
+
+
+@contextmanager
+def home_env(home: Path, model_dir: str, **env: str):
+    """STOCKPILOT_HOME (and the shared model folder, one thread, no preset API key) for a block."""
+    from api.config import get_api_settings
+    from llm.config import get_llm_settings
+
+    caches = (get_settings, get_api_settings, get_llm_settings)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("STOCKPILOT_HOME", str(home))
+        mp.setenv("STOCKPILOT_MODEL_DIR", model_dir)
+        mp.setenv("STOCKPILOT_THREADS", "1")  # the tests share 2 busy cores
+        mp.delenv("STOCKPILOT_API_KEY", raising=False)
+        for key, value in env.items():
+            mp.setenv(key, value)
+        for cache in caches:
+            cache.cache_clear()
+        yield home
+    for cache in caches:
+        cache.cache_clear()
+
+
+@pytest.fixture(scope="session")
+def demo_run_home(tmp_path_factory, model_dir) -> Path:
+    """A home holding one real pipeline run over the 25 best-selling demo SKUs (4 weeks ahead) and its
+    knowledge index, built once; modules get copies (`pipeline_home`) so none disturbs another."""
+    from forecasting.demo import demo_demand
+    from forecasting.pipeline import run_pipeline
+    from rag.knowledge import update_index
+
+    home = tmp_path_factory.mktemp("demo-run") / ".stockpilot"
+    with home_env(home, model_dir):
+        demand, _, freq, descriptions = demo_demand()
+        top = demand.groupby("unique_id")["y"].sum().nlargest(25).index
+        sliced = demand[demand["unique_id"].isin(top)]
+        run_pipeline(sliced, freq, 4, descriptions=descriptions, dataset="demo-test", baselines=("snaive",))
+        update_index()
+    return home
+
+
+@pytest.fixture(scope="module")
+def pipeline_home(demo_run_home, tmp_path_factory, model_dir):
+    """This module's own copy of `demo_run_home`, set as STOCKPILOT_HOME while the module runs."""
+    home = tmp_path_factory.mktemp("home") / ".stockpilot"
+    shutil.copytree(demo_run_home, home)
+    with home_env(home, model_dir):
+        yield home
+
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's Chromium driven by Playwright (`make test` installs it; never `playwright install`)."""
+    from playwright.sync_api import sync_playwright
+
+    if not os.path.exists(CHROMIUM):
+        pytest.fail("Debian chromium is missing: `make test` installs it (apt-get install chromium)")
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()

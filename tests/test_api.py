@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import stat
 import time
 
@@ -12,56 +11,25 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from api.config import APISettings, get_api_settings
+from api.config import APISettings
 from api.jobs import backtest_gate
-from forecasting.demo import demo_demand
 from forecasting.factbook import FactBook
-from forecasting.pipeline import active_run_id, run_pipeline
+from forecasting.pipeline import active_run_id
 from forecasting.settings import get_settings
 from forecasting.store import ResultsStore
 
 SKU = "85123A"  # WHITE HANGING HEART T-LIGHT HOLDER, among the best sellers
 
 
-@pytest.fixture(scope="module")
-def api_home(tmp_path_factory):
-    """One StockPilot home for the module, holding one real pipeline run and its knowledge index."""
-    home = tmp_path_factory.mktemp("api") / ".stockpilot"
-    models = os.environ.get("STOCKPILOT_TEST_MODEL_DIR") or str(home.parent / "models")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("STOCKPILOT_HOME", str(home))
-        mp.setenv("STOCKPILOT_MODEL_DIR", models)
-        mp.delenv("STOCKPILOT_API_KEY", raising=False)
-        mp.setenv("STOCKPILOT_THREADS", "1")  # the tests share 2 busy cores
-        get_settings.cache_clear()
-        get_api_settings.cache_clear()
-        demand, _, freq, descriptions = demo_demand()
-        top = demand.groupby("unique_id")["y"].sum().nlargest(25).index
-        run_pipeline(
-            demand[demand["unique_id"].isin(top)],
-            freq,
-            4,
-            descriptions=descriptions,
-            dataset="api-test",
-            baselines=("snaive",),
-        )
-        from rag.knowledge import update_index
-
-        update_index()
-        yield home
-    get_settings.cache_clear()
-    get_api_settings.cache_clear()
-
-
 @pytest.fixture(autouse=True)
-def stockpilot_home(api_home):
+def stockpilot_home(pipeline_home):
     """Overrides the per-test home: every test here reads the module's pipeline run."""
     get_settings.cache_clear()
-    return api_home
+    return pipeline_home
 
 
 @pytest.fixture(scope="module")
-def app(api_home):
+def app(pipeline_home):
     return create_app(APISettings())
 
 
@@ -73,12 +41,12 @@ def client(app):
 
 
 @pytest.fixture(scope="module")
-def book(api_home):
+def book(pipeline_home):
     return FactBook.from_store()
 
 
-def test_key_file_is_generated_owner_only_and_required(app, client, api_home):
-    key_file = api_home / "api_key"
+def test_key_file_is_generated_owner_only_and_required(app, client, pipeline_home):
+    key_file = pipeline_home / "api_key"
     assert app.state.api_key_file == key_file
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
     assert key_file.read_text().strip() == app.state.api_keys[0]
@@ -203,7 +171,7 @@ def test_request_limits_give_clear_422(client):
     assert r.status_code == 422 and "larger than the limit of 65536 bytes" in r.json()["detail"][0]["msg"]
 
 
-def test_rate_limit_per_key(api_home):
+def test_rate_limit_per_key(pipeline_home):
     app = create_app(APISettings(api_key="k1,k2", api_rate_limit=0.5, api_rate_burst=3, api_scheduler=False))
     with TestClient(app) as c:
         codes = [c.get("/recommendations", headers={"X-API-Key": "k1"}).status_code for _ in range(4)]

@@ -1,10 +1,8 @@
 """The chat page in a real browser: Debian's Chromium driven by Playwright against a live uvicorn server
-over a real pipeline run (20 best-selling UCI Online Retail SKUs) and the bundled language model."""
+over a real pipeline run (25 best-selling UCI Online Retail SKUs) and the bundled language model."""
 
 from __future__ import annotations
 
-import os
-import shutil
 import socket
 import threading
 import time
@@ -12,58 +10,18 @@ import time
 import pytest
 
 from api.app import create_app
-from api.config import APISettings, get_api_settings
-from forecasting.demo import demo_demand
+from api.config import APISettings
 from forecasting.factbook import FactBook
-from forecasting.pipeline import run_pipeline
 from forecasting.settings import get_settings
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 SKU = "85123A"
-
-pytestmark = pytest.mark.skipif(
-    not os.path.exists(CHROMIUM) and not shutil.which("chromium"),
-    reason="Debian chromium is not installed (make test installs it)",
-)
-
-
-@pytest.fixture(scope="module")
-def browser_home(tmp_path_factory):
-    home = tmp_path_factory.mktemp("browser") / ".stockpilot"
-    models = os.environ.get("STOCKPILOT_TEST_MODEL_DIR") or str(home.parent / "models")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("STOCKPILOT_HOME", str(home))
-        mp.setenv("STOCKPILOT_MODEL_DIR", models)
-        mp.delenv("STOCKPILOT_API_KEY", raising=False)
-        mp.setenv("STOCKPILOT_THREADS", "1")  # the tests share 2 busy cores
-        get_settings.cache_clear()
-        get_api_settings.cache_clear()
-        demand, _, freq, descriptions = demo_demand()
-        top = demand.groupby("unique_id")["y"].sum().nlargest(20).index
-        sliced = demand[demand["unique_id"].isin(top)]
-        run_pipeline(
-            sliced, freq, 4, descriptions=descriptions, dataset="browser-test", baselines=("snaive",)
-        )
-        yield home
-    get_settings.cache_clear()
-    get_api_settings.cache_clear()
 
 
 @pytest.fixture(autouse=True)
-def stockpilot_home(browser_home):
+def stockpilot_home(pipeline_home):
     """Overrides the per-test home: the server and the tests share the module's pipeline run."""
     get_settings.cache_clear()
-    return browser_home
+    return pipeline_home
 
 
 def free_port() -> int:
@@ -73,7 +31,7 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def server(browser_home):
+def server(pipeline_home):
     """A real uvicorn server in a thread; yields (base URL, API key)."""
     import uvicorn
 
@@ -89,16 +47,6 @@ def server(browser_home):
     yield f"http://127.0.0.1:{port}", app.state.api_keys[0]
     srv.should_exit = True
     thread.join(timeout=10)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
 
 
 def test_chat_page_streams_an_answer_with_facts_and_chart(server, browser, tmp_path):

@@ -9,7 +9,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import shutil
 
 import numpy as np
 import pandas as pd
@@ -44,27 +43,15 @@ SECTIONS = [
     "Unusual orders",
     "Demand history and forecast of the top items",
 ]
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 SETTINGS = ReportSettings(report_trend_weeks=3, report_horizon=4, report_model="ets", report_top=5)
 
 
 @pytest.fixture(scope="module")
-def report_home(tmp_path_factory):
+def report_home(tmp_path_factory, model_dir):
     home = tmp_path_factory.mktemp("report") / ".stockpilot"
-    models = os.environ.get("STOCKPILOT_TEST_MODEL_DIR") or str(home.parent / "models")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("STOCKPILOT_HOME", str(home))
-        mp.setenv("STOCKPILOT_MODEL_DIR", models)
+        mp.setenv("STOCKPILOT_MODEL_DIR", model_dir)
         mp.setenv("STOCKPILOT_LLM_MAX_NEW_TOKENS", "60")
         mp.setenv("STOCKPILOT_LLM_ADAPTER", "none")
         get_settings.cache_clear()
@@ -223,21 +210,17 @@ def test_charts_are_valid_pngs(report):
         assert f"({name}.png)" in report.paths["markdown"].read_text()
 
 
-@pytest.mark.skipif(not os.path.exists(CHROMIUM) and not shutil.which("chromium"), reason="no chromium")
-def test_html_renders_in_headless_chromium(report):
+def test_html_renders_in_headless_chromium(report, browser):
     from PIL import Image
-    from playwright.sync_api import sync_playwright
 
     html = report.paths["html"].read_text()
     assert 'src="http' not in html and "<link" not in html  # self-contained
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1200, "height": 900})
-        page.goto(report.paths["html"].resolve().as_uri())
-        loaded = page.evaluate("[...document.images].map(i => i.complete && i.naturalWidth > 0)")
-        headings = page.locator("h2").all_inner_texts()
-        shot = page.screenshot(full_page=True)
-        browser.close()
+    page = browser.new_page(viewport={"width": 1200, "height": 900})
+    page.goto(report.paths["html"].resolve().as_uri())
+    loaded = page.evaluate("[...document.images].map(i => i.complete && i.naturalWidth > 0)")
+    headings = page.locator("h2").all_inner_texts()
+    shot = page.screenshot(full_page=True)
+    page.close()
     assert loaded == [True, True, True]
     assert headings[: len(SECTIONS)] == SECTIONS
     pixels = np.asarray(Image.open(io.BytesIO(shot)).convert("L"), dtype=float)
