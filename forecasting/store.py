@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import Column, DateTime, MetaData, String, Table, Text, create_engine, inspect, select
+from sqlalchemy import Column, DateTime, MetaData, String, Table, Text, cast, create_engine, inspect, select
 from sqlalchemy.engine import Engine
 
 from forecasting.settings import get_settings
@@ -93,8 +93,14 @@ class ResultsStore:
         if not inspect(self.engine).has_table(table):
             return pd.DataFrame()
         tbl = Table(table, MetaData(), autoload_with=self.engine)
-        stmt = select(tbl)
+        # Timestamps come back as text and are parsed by pandas in one go: SQLAlchemy's per-row datetime
+        # conversion dominated reading the demand history.
+        stamps = [c.name for c in tbl.columns if isinstance(c.type, DateTime)]
+        stmt = select(*(cast(c, String).label(c.name) if c.name in stamps else c for c in tbl.columns))
         if run_id is not None:
             stmt = stmt.where(tbl.c.run_id == run_id)
         with self.engine.connect() as conn:
-            return pd.DataFrame(conn.execute(stmt).mappings().all())
+            frame = pd.read_sql(stmt, conn)
+        for name in stamps:
+            frame[name] = pd.to_datetime(frame[name], format="ISO8601")
+        return frame
