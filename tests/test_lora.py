@@ -133,7 +133,7 @@ def test_a_few_steps_lower_the_loss_and_the_adapter_round_trips(
     fresh = load_model(LLMSettings(llm=str(base.checkpoint), llm_adapter="none"))
     config = LoraTrainingConfig(
         rank=4, alpha=8, dropout=0.0, steps=5, batch_size=2, lr=3e-3, seed=1, eval_every=5, eval_examples=2,
-        threads=2,
+        threads=1,
     )  # fmt: skip
     slice_ = splits["train"][:2]
     trainer = LoraTrainer(config, progress=False).fit(slice_, splits["validation"], base=fresh)
