@@ -39,23 +39,13 @@ from forecasting.factbook import fact
 from forecasting.io import atomic_write_text
 from llm.facts import Fact, as_facts
 from llm.guard import check_numbers
+from llm.intents import INTENTS as ASSISTANT_INTENTS
 from llm.prompts import build_messages
 from llm.train import read_jsonl
 
 HERE = Path(__file__).resolve().parent
 SPLITS = ("train", "validation", "test")
-INTENTS = (
-    "order_advice",
-    "forecast_lookup",
-    "forecast_change",
-    "stockout_risk",
-    "supplier_lead_time",
-    "comparison",
-    "kpi_definition",
-    "what_if",
-    "out_of_scope",
-    "weekly_summary",
-)
+INTENTS = (*ASSISTANT_INTENTS, "weekly_summary")
 WEEKLY_SUMMARY_QUESTION = (
     "Write the weekly procurement summary: the most urgent orders and the biggest risks."
 )
