@@ -125,3 +125,31 @@ def test_auto_defaults_to_the_combination_and_covers_held_out_car_parts(carparts
     covered = ((fc["y"] >= fc["yhat_lower"]) & (fc["y"] <= fc["yhat_upper"])).mean()
     assert 0.8 <= covered <= 0.99
     assert (auto.residuals_["q_lo"] <= 0).all() and (auto.residuals_["q_hi"] >= 0).all()
+
+
+def test_single_model_backtest_intervals_match_refitting_each_window(carparts_small):
+    """The one-pass backtest gives each window the intervals `--model sba` fitted on that window's
+    training data would give (its calibration windows refitted inside)."""
+    from forecasting import engine
+    from forecasting.backtest import cutoffs
+
+    long, _, freq = to_long(carparts_small, ["part_id"], "month", "sales", freq="MS")
+    cv, _ = engine._single_model_cv("sba", long, freq, 6, 2, 1.0, 42)
+    for cutoff in cutoffs(long, freq, 6, 2):
+        train = long[long["ds"] <= cutoff]
+        nested = engine.build("sba", 6).fit(train, freq).predict(6)
+        window = cv[cv["cutoff"] == cutoff].merge(nested, on=["unique_id", "ds"], suffixes=("", "_nested"))
+        assert len(window) == cv["cutoff"].eq(cutoff).sum() > 0
+        for col in ("yhat", "yhat_lower", "yhat_upper"):
+            assert window[col].to_numpy() == pytest.approx(window[f"{col}_nested"].to_numpy())
+
+
+def test_lgbm_trains_on_the_most_recent_rows_of_every_series(m5_small):
+    long, _, freq = to_long(m5_small, ["item_id", "store_id"], "date", "value", [], "D")
+    model = LGBMForecaster(n_estimators=20, max_train_rows=1200)
+    recent = model._recent(long)
+    sizes = recent.groupby("unique_id").size()
+    assert (sizes == 100).all() and sizes.size == long["unique_id"].nunique()
+    assert (recent.groupby("unique_id")["ds"].max() == long.groupby("unique_id")["ds"].max()).all()
+    fc = model.fit(long, freq).predict(7)
+    assert len(fc) == 7 * sizes.size and (fc["yhat"] >= 0).all()

@@ -31,6 +31,14 @@ ALPHA = 0.10  # 90% interval
 CLASS_MARGIN = 0.10  # a demand class leaves the default combination for a candidate this much better
 SERIES_MARGIN = 0.30  # ... and a single series for one this much better, in every backtest window
 MIN_POOLED = 50  # scaled errors a class needs to get its own interval quantiles
+# Above this many rows one backtest window inside the training data is enough (it already holds a
+# large sample of errors) and halves the refits that dominate the run time on big data.
+LARGE_ROWS = 600_000
+
+
+def calibration_windows(df: pd.DataFrame) -> int:
+    """Backtest windows `auto` runs inside `df`: 2, or 1 above LARGE_ROWS rows."""
+    return 1 if len(df) > LARGE_ROWS else 2
 
 
 def _conformal_bounds(z: pd.Series) -> tuple[float, float]:
@@ -52,7 +60,7 @@ class AutoForecaster(Forecaster):
         self,
         horizon: int,
         candidates: tuple[str, ...] = ("snaive", "ma", "ets", "sba", "tsb", "lgbm"),
-        n_windows: int = 2,
+        n_windows: int | None = None,
         ensemble_size: int = 3,
         stockout_weight: float = 1.0,
         seed: int = 42,
@@ -71,21 +79,34 @@ class AutoForecaster(Forecaster):
             self.progress(message)
 
     def fit(self, df: pd.DataFrame, freq: str) -> AutoForecaster:
-        self.freq_ = freq
-        self.classes_ = classify_demand(df)
-        names = list(self.candidates)
+        """Backtest the candidates over `n_windows` (default: `calibration_windows(df)`), choose per
+        class and series, calibrate the intervals, and fit the chosen models on all of `df`."""
+        windows = self.n_windows or calibration_windows(df)
         cv = {}
-        for name in names:
+        for name in self.candidates:
             self._say(f"backtesting {name}")
-            frame, _ = cross_validate(
+            cv[name], _ = cross_validate(
                 lambda n=name: make_model(n, self.stockout_weight, self.seed, self.horizon),
                 df,
                 freq,
                 self.horizon,
-                self.n_windows,
+                windows,
             )
-            if len(frame):
-                cv[name] = frame.set_index(["unique_id", "ds", "cutoff"])
+        self.calibrate(df, freq, cv)
+        self.models_ = {}
+        for name in self.needed_:
+            self._say(f"fitting {name} on all data")
+            self.models_[name] = make_model(name, self.stockout_weight, self.seed, self.horizon).fit(df, freq)
+        return self
+
+    def calibrate(self, df: pd.DataFrame, freq: str, cv: dict[str, pd.DataFrame]) -> AutoForecaster:
+        """Choice per class and series and the interval bounds from backtest forecasts made inside `df`
+        (`cv`: candidate name -> `cross_validate` frame); fits no model. `fit` calls it, and a backtest
+        of one model calls it with that model's earlier windows instead of refitting them."""
+        self.freq_ = freq
+        self.classes_ = classify_demand(df)
+        names = list(self.candidates)
+        cv = {n: f.set_index(["unique_id", "ds", "cutoff"]) for n, f in cv.items() if len(f)}
         self.cv_ = cv
         preds = pd.DataFrame({n: f["yhat"] for n, f in cv.items()}) if cv else pd.DataFrame()
         if not preds.empty:
@@ -98,10 +119,7 @@ class AutoForecaster(Forecaster):
         if not needed:
             needed = [names[0]]
             self.choice_["candidate"] = names[0]
-        self.models_ = {}
-        for name in needed:
-            self._say(f"fitting {name} on all data")
-            self.models_[name] = make_model(name, self.stockout_weight, self.seed, self.horizon).fit(df, freq)
+        self.needed_ = needed
         return self
 
     def _choose(
@@ -191,8 +209,13 @@ class AutoForecaster(Forecaster):
         yhat = np.where(np.isnan(yhat), fallback, yhat)
         out = base.index.to_frame(index=False)
         out["yhat"] = np.clip(yhat, 0, None)
-        res = self.residuals_.reindex(uid)
+        out["model"] = pd.Series(choice).fillna("+".join(base.columns)).to_numpy()
+        return self.with_intervals(out)
+
+    def with_intervals(self, fc: pd.DataFrame) -> pd.DataFrame:
+        """`fc` (`unique_id, ds, yhat, model`) with its calibrated 90% bounds, in the contract columns."""
+        out = fc.copy()
+        res = self.residuals_.reindex(out["unique_id"])
         out["yhat_lower"] = out["yhat"] + res["q_lo"].fillna(0).to_numpy()
         out["yhat_upper"] = out["yhat"] + res["q_hi"].fillna(0).to_numpy()
-        out["model"] = pd.Series(choice).fillna("+".join(base.columns)).to_numpy()
         return finish(out)

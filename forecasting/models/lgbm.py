@@ -4,6 +4,9 @@ features, tweedie objective, and an optional stockout weighting of under-forecas
 from __future__ import annotations
 
 import os
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import pandas as pd
@@ -46,6 +49,15 @@ def feature_plan(freq: str) -> dict:
     }
 
 
+@contextmanager
+def _quiet_nulls() -> Iterator[None]:
+    """Silence mlforecast's notice about missing feature values: LightGBM handles them by design
+    (early lags of short series, events on ordinary days), so users need not see it."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Found null values", category=UserWarning)
+        yield
+
+
 def asymmetric_l2(stockout_weight: float):
     """Squared error where under-forecasts (actual above forecast) weigh `stockout_weight` times more."""
 
@@ -64,6 +76,8 @@ class LGBMForecaster(Forecaster):
     Text columns are encoded as LightGBM categoricals. Numeric dynamic columns also enter relative to
     their series' training mean (a price cut shows as price_rel < 1 whatever the item's price level).
     `stockout_weight` k > 1 switches to an asymmetric squared error that weighs under-forecasts k times.
+    Training uses at most `max_train_rows` rows, the most recent periods of every series (equal
+    length for all): boosting time grows with rows, and the oldest years add little for the next weeks.
     """
 
     name = "lgbm"
@@ -79,6 +93,7 @@ class LGBMForecaster(Forecaster):
         stockout_weight: float = 1.0,
         seed: int = 42,
         num_threads: int | None = None,
+        max_train_rows: int | None = 400_000,
     ):
         self.n_estimators = n_estimators
         self.learning_rate = learning_rate
@@ -89,6 +104,7 @@ class LGBMForecaster(Forecaster):
         self.stockout_weight = stockout_weight
         self.seed = seed
         self.num_threads = num_threads
+        self.max_train_rows = max_train_rows
 
     def _regressor(self):
         import lightgbm as lgb
@@ -131,7 +147,7 @@ class LGBMForecaster(Forecaster):
         }
         self.rel_cols_ = [c for c in self.dynamic_ if c not in self.categories_]
         self.means_ = df.groupby("unique_id")[self.rel_cols_].mean() if self.rel_cols_ else None
-        train = self._features(df)
+        train = self._features(self._recent(df))
         plan = feature_plan("W" if freq.startswith("W") else freq)
         self.mlf_ = MLForecast(
             models={"lgbm": self._regressor()},
@@ -142,10 +158,18 @@ class LGBMForecaster(Forecaster):
             num_threads=1,
         )
         keep = max(plan["lags"]) + 84
-        self.mlf_.fit(train, static_features=self.static_, dropna=False, keep_last_n=keep)
+        with _quiet_nulls():
+            self.mlf_.fit(train, static_features=self.static_, dropna=False, keep_last_n=keep)
         self.last_dates_ = df.groupby("unique_id")["ds"].max()
         self.last_values_ = df.sort_values("ds").groupby("unique_id")[self.dynamic_].last()
         return self
+
+    def _recent(self, df: pd.DataFrame) -> pd.DataFrame:
+        """The last `max_train_rows / n_series` periods of every series (all of `df` when it fits)."""
+        if not self.max_train_rows or len(df) <= self.max_train_rows:
+            return df
+        per_series = -(-self.max_train_rows // df["unique_id"].nunique())
+        return df.sort_values(["unique_id", "ds"]).groupby("unique_id", sort=False).tail(per_series)
 
     def _features(self, df: pd.DataFrame) -> pd.DataFrame:
         out = df.copy()
@@ -185,7 +209,8 @@ class LGBMForecaster(Forecaster):
         return feats[["unique_id", "ds", *self.dynamic_, *[f"{c}_rel" for c in self.rel_cols_]]]
 
     def predict(self, h: int, X_df: pd.DataFrame | None = None) -> pd.DataFrame:
-        fc = self.mlf_.predict(h, X_df=self._future_exog(h, X_df))
+        with _quiet_nulls():
+            fc = self.mlf_.predict(h, X_df=self._future_exog(h, X_df))
         out = fc.rename(columns={"lgbm": "yhat"})[["unique_id", "ds", "yhat"]]
         out["yhat"] = out["yhat"].clip(lower=0.0)
         out["model"] = self.name
