@@ -71,11 +71,12 @@ def test_backtest_metrics_table(tmp_path, m5_small):
 
 @pytest.mark.parametrize("method", StatsForecaster.METHODS)
 def test_every_statistical_method_forecasts_car_parts(carparts_small, method):
-    if method == "arima":
-        pytest.skip("AutoARIMA is covered by the ETS path; too slow for 60 series in the unit suite")
-    long, _, freq = to_long(carparts_small, ["part_id"], "month", "sales", [], "MS")
+    parts = carparts_small
+    if method == "arima":  # AutoARIMA's seasonal search is slow: 8 series are enough to exercise it
+        parts = parts[parts["part_id"].isin(sorted(parts["part_id"].unique())[:8])]
+    long, _, freq = to_long(parts, ["part_id"], "month", "sales", [], "MS")
     fc = StatsForecaster(method).fit(long, freq).predict(6)
-    assert len(fc) == 60 * 6
+    assert len(fc) == long["unique_id"].nunique() * 6
     assert fc["yhat"].notna().all() and (fc["yhat"] >= 0).all()
     last = long.groupby("unique_id")["ds"].max()
     first_step = fc.groupby("unique_id")["ds"].min()
