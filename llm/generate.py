@@ -3,7 +3,7 @@
 `Writer.generate(messages)` returns the whole answer; `Writer.stream(messages)` yields it in chunks. Local
 generation is greedy (deterministic for a given prompt and thread count) and serialised by a lock, since
 two generations at once on a small CPU only slow each other down. It uses `threads` torch threads while it
-runs (default 1, see `LLMSettings.generation_threads`) and restores the previous count afterwards.
+runs (see `LLMSettings.generation_threads`) and restores the previous count afterwards.
 """
 
 from __future__ import annotations
