@@ -39,6 +39,7 @@ from llm.sessions import SessionStore, new_session_id
 from llm.tools import ToolResult, run_tool
 
 MAX_NEW_TOKENS = 40
+RETRIES = 0  # stricter regenerations after a rejected answer (each costs a full generation)
 SNIPPET_CHARS = 240
 CONTEXT_K = 4
 MAX_SNIPPETS = 2
@@ -154,7 +155,7 @@ class Assistant:
         store: Any = None,
         sessions: SessionStore | None = None,
         max_new_tokens: int = MAX_NEW_TOKENS,
-        retries: int = 0,
+        retries: int = RETRIES,
         use_model: bool = True,
     ) -> None:
         from forecasting.factbook import FactBook
@@ -329,7 +330,7 @@ class Assistant:
             with self.writer.stream(prepared.messages, self.max_new_tokens) as chunks:
                 for chunk in chunks:
                     yield {"type": "token", "text": chunk}
-                text = chunks.text.strip()
+                text = chunks.reply
                 first = chunks.stats.first_token_seconds
             check = check_numbers(text, prepared.facts, fact_texts(prepared.facts))
             leaked = leaks_prompt(text, PROMPT_SECRETS)

@@ -1,13 +1,15 @@
 """Evaluate the answer writers on the instruction test split: base model, LoRA model, template fallback.
 
-Each system answers every test prompt twice over: raw (what the writer produced) and guarded (what the user
-sees after `llm.guard.guarded_generate`: one stricter retry, then the template fallback). Metrics, per system
-and for both raw and guarded text:
+Each system answers every test prompt twice over: raw (what the writer produced, less an unfinished last
+sentence when the token limit cut it off) and guarded (what the user sees after `llm.guard.guarded_generate`
+with the assistant's settings: its retries, numbers in text-valued facts allowed, else the template
+fallback). Metrics, per system and for both raw and guarded text:
 
 - ROUGE-1/2/L F1 against the reference (`rouge-score`, stemmed).
 - Number precision: share of the numbers in the answer that match a fact (the guard's matching, within the
-  rounding the text shows); an answer without numbers counts as precise. Number recall: share of the
-  reference's numbers the answer states; F1 of the two (micro-averaged over all answers).
+  rounding the text shows; numbers in the question or inside text-valued facts count as matched); an
+  answer without numbers counts as precise. Number recall: share of the reference's numbers the answer
+  states; F1 of the two (micro-averaged over all answers).
 - Hallucination rate: share of answers with at least one number that matches no fact.
 - Fact recall: share of the facts the reference states (numbers, dates, and text values such as an order
   status) that the answer states too.
@@ -32,7 +34,9 @@ from typing import Any
 
 from forecasting.errors import InputError
 from forecasting.io import atomic_write_text
+from llm.assistant import RETRIES, fact_texts
 from llm.facts import Fact, as_facts
+from llm.generate import Generation, GenerationStats
 from llm.guard import check_numbers, guarded_generate, mention_matches
 from llm.numbers import extract_numbers
 from llm.train import encode_example, mean_response_loss, read_jsonl, record_messages
@@ -91,7 +95,7 @@ class AnswerScore:
 def score_answer(text: str, reference: str, facts: Sequence[Fact], question: str, scorer: Any) -> AnswerScore:
     """ROUGE F1s, number matches against the facts, and recall of the reference's numbers and facts."""
     rouge = {k: v.fmeasure for k, v in scorer.score(reference, text).items()}
-    check = check_numbers(text, facts, question=question)
+    check = check_numbers(text, facts, question=question, allowed_texts=[fact_texts(facts)])
     ref_mentions = [m for m in extract_numbers(reference) if _fact_hit(m, facts) is not None]
     out_mentions = extract_numbers(text)
     stated = 0
@@ -154,10 +158,18 @@ class GenerationCache:
         return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
     def get(self, key: str) -> dict[str, Any] | None:
-        return self.items.get(key)
+        row = self.items.get(key)
+        return row if row is not None and "truncated" in row else None  # older rows lack the cut-off flag
 
-    def put(self, key: str, text: str, new_tokens: int | None, seconds: float) -> None:
-        row = {"key": key, "text": text, "new_tokens": new_tokens, "seconds": round(seconds, 4)}
+    def put(self, key: str, generation: Generation) -> None:
+        stats = generation.stats
+        row = {
+            "key": key,
+            "text": generation.text,
+            "new_tokens": stats.new_tokens,
+            "seconds": round(stats.seconds, 4),
+            "truncated": stats.truncated,
+        }
         self.items[key] = row
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.path.open("a", encoding="utf-8") as handle:  # append-only log: a crash loses one line
@@ -178,12 +190,12 @@ class CachedWriter:
         key = self.cache.key(self.identity, messages, max_new_tokens)
         row = self.cache.get(key)
         if row is None:
-            result = self.writer.complete(messages, max_new_tokens)
-            self.cache.put(key, result.text, result.stats.new_tokens, result.stats.seconds)
+            self.cache.put(key, self.writer.complete(messages, max_new_tokens))
             row = self.cache.get(key)
         self.new_tokens += int(row["new_tokens"] or 0)
         self.seconds += float(row["seconds"])
-        return str(row["text"])
+        stats = GenerationStats(new_tokens=row["new_tokens"], truncated=bool(row["truncated"]))
+        return Generation(str(row["text"]), stats).reply
 
     @property
     def tokens_per_second(self) -> float | None:
@@ -324,8 +336,8 @@ def evaluate(
             else:
                 raw = writer.generate(messages, max_new_tokens).strip()
                 answer = guarded_generate(
-                    writer, messages, facts, fallback=lambda _f, text=fallback: text, question=question,
-                    max_new_tokens=max_new_tokens,
+                    writer, messages, facts, fallback=lambda _f, text=fallback: text,
+                    question=fact_texts(facts), max_new_tokens=max_new_tokens, retries=RETRIES,
                 )  # fmt: skip
                 guarded, used_fallback = answer.text, answer.fallback_used
             raw_scores.append(score_answer(raw, record["output"], facts, question, scorer))

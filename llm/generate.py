@@ -1,14 +1,16 @@
 """Text generation behind one interface: a local Hugging Face model or an OpenAI-compatible chat endpoint.
 
-`Writer.generate(messages)` returns the whole answer; `Writer.stream(messages)` yields it in chunks. Local
-generation is greedy (deterministic for a given prompt and thread count) and serialised by a lock, since
-two generations at once on a small CPU only slow each other down. It uses `threads` torch threads while it
-runs (see `LLMSettings.generation_threads`) and restores the previous count afterwards.
+`Writer.generate(messages)` returns the whole answer (less an unfinished last sentence when the token limit
+cut it off); `Writer.stream(messages)` yields it in chunks. Local generation is greedy (deterministic for a
+given prompt and thread count) and serialised by a lock, since two generations at once on a small CPU only
+slow each other down. It uses `threads` torch threads while it runs (see
+`LLMSettings.generation_threads`) and restores the previous count afterwards.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -30,12 +32,14 @@ Message = dict[str, str]
 
 @dataclass
 class GenerationStats:
-    """How one generation went: token counts, wall time, speed and time to the first streamed text."""
+    """How one generation went: token counts, wall time, speed, time to the first streamed text, and
+    whether the token limit cut the reply off (`truncated`, OpenAI's finish reason "length")."""
 
     prompt_tokens: int | None = None
     new_tokens: int | None = None
     seconds: float = 0.0
     first_token_seconds: float | None = None
+    truncated: bool = False
 
     @property
     def tokens_per_second(self) -> float | None:
@@ -53,6 +57,7 @@ class GenerationStats:
             "first_token_seconds": (
                 round(self.first_token_seconds, 3) if self.first_token_seconds is not None else None
             ),
+            "truncated": self.truncated,
         }
 
 
@@ -62,6 +67,23 @@ class Generation:
 
     text: str
     stats: GenerationStats
+
+    @property
+    def reply(self) -> str:
+        """The text to use: stripped, and without an unfinished last sentence when the limit cut it off."""
+        return drop_unfinished_sentence(self.text) if self.stats.truncated else self.text.strip()
+
+
+# A sentence end followed by a space: at the very end of a cut-off text, "12." may be the start of "12.5".
+_SENTENCE_END = re.compile(r"[.!?][\"')\]]*(?=\s)")
+
+
+def drop_unfinished_sentence(text: str) -> str:
+    """`text` up to its last complete sentence ("" when there is none): a reply cut off by the token limit
+    must not end in half a sentence or half a number. A decimal point is not a sentence end, and neither is
+    a full stop at the very end (the cut may have fallen inside a number)."""
+    ends = list(_SENTENCE_END.finditer(text))
+    return text[: ends[-1].end()].strip() if ends else ""
 
 
 class TextStream:
@@ -92,6 +114,11 @@ class TextStream:
     def text(self) -> str:
         return "".join(self._parts)
 
+    @property
+    def reply(self) -> str:
+        """The streamed text as `Generation.reply` gives it (no unfinished last sentence)."""
+        return Generation(self.text, self.stats).reply
+
     def close(self) -> None:
         if self._on_close is not None:
             self._on_close()
@@ -121,8 +148,8 @@ class Writer(ABC):
         """The reply as text chunks, as they are produced."""
 
     def generate(self, messages: Sequence[Message], max_new_tokens: int | None = None) -> str:
-        """The whole reply as text (greedy, so the same prompt gives the same text)."""
-        return self.complete(messages, max_new_tokens).text
+        """The reply as text (greedy, so the same prompt gives the same text; see `Generation.reply`)."""
+        return self.complete(messages, max_new_tokens).reply
 
 
 def encode_chat(tokenizer: Any, messages: Sequence[Message]) -> dict[str, Any]:
@@ -209,8 +236,18 @@ class LocalWriter(Writer):
             seconds = time.perf_counter() - started
         new_ids = output[0, prompt_len:]
         text = self.tokenizer.decode(new_ids, skip_special_tokens=True)
-        stats = GenerationStats(prompt_tokens=prompt_len, new_tokens=int(new_ids.shape[0]), seconds=seconds)
+        new_tokens = int(new_ids.shape[0])
+        truncated = self._cut_off(new_tokens, int(new_ids[-1]) if new_tokens else None, max_new_tokens)
+        stats = GenerationStats(
+            prompt_tokens=prompt_len, new_tokens=new_tokens, seconds=seconds, truncated=truncated
+        )
         return Generation(text=text, stats=stats)
+
+    def _cut_off(self, new_tokens: int, last_id: int | None, max_new_tokens: int | None) -> bool:
+        """Whether generation stopped at the token limit rather than at an end-of-sequence token."""
+        eos = self.model.generation_config.eos_token_id
+        eos_ids = set(eos if isinstance(eos, list) else [eos]) | {self.tokenizer.eos_token_id}
+        return new_tokens >= (max_new_tokens or self.max_new_tokens) and last_id not in eos_ids
 
     def stream(self, messages: Sequence[Message], max_new_tokens: int | None = None) -> TextStream:
         import torch
@@ -220,6 +257,7 @@ class LocalWriter(Writer):
         stats = GenerationStats(prompt_tokens=int(inputs["input_ids"].shape[1]), new_tokens=0)
         cancel = threading.Event()
         errors: list[BaseException] = []
+        last_id: list[int] = []
         started = time.perf_counter()
 
         class _Streamer(TextIteratorStreamer):
@@ -228,6 +266,7 @@ class LocalWriter(Writer):
                     if stats.first_token_seconds is None:
                         stats.first_token_seconds = time.perf_counter() - started
                     stats.new_tokens = (stats.new_tokens or 0) + int(value.numel())
+                    last_id[:] = [int(value.reshape(-1)[-1])]
                 super().put(value)
 
         class _Cancel(StoppingCriteria):
@@ -249,6 +288,9 @@ class LocalWriter(Writer):
                 streamer.end()
             finally:
                 stats.seconds = time.perf_counter() - started
+                stats.truncated = not cancel.is_set() and self._cut_off(
+                    stats.new_tokens or 0, last_id[0] if last_id else None, max_new_tokens
+                )
 
         thread = threading.Thread(target=run, name="stockpilot-generate", daemon=True)
         thread.start()
@@ -292,6 +334,7 @@ class ChatModelWriter(Writer):
         usage = getattr(reply, "usage_metadata", None) or {}
         stats.prompt_tokens = usage.get("input_tokens")
         stats.new_tokens = usage.get("output_tokens")
+        stats.truncated = _finish_reason(reply) == "length"
         return Generation(text=_content_text(reply.content), stats=stats)
 
     def stream(self, messages: Sequence[Message], max_new_tokens: int | None = None) -> TextStream:
@@ -307,6 +350,8 @@ class ChatModelWriter(Writer):
                     if usage:
                         stats.prompt_tokens = usage.get("input_tokens")
                         stats.new_tokens = usage.get("output_tokens")
+                    if _finish_reason(chunk) == "length":
+                        stats.truncated = True
                     text = _content_text(chunk.content)
                     if text and stats.first_token_seconds is None:
                         stats.first_token_seconds = time.perf_counter() - started
@@ -315,6 +360,11 @@ class ChatModelWriter(Writer):
                 stats.seconds = time.perf_counter() - started
 
         return TextStream(chunks(), stats)
+
+
+def _finish_reason(message: Any) -> str | None:
+    """The OpenAI-style finish reason ("stop", "length") LangChain keeps in a message's metadata."""
+    return (getattr(message, "response_metadata", None) or {}).get("finish_reason")
 
 
 def _content_text(content: Any) -> str:

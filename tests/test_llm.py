@@ -20,7 +20,7 @@ import torch
 
 from llm.config import LLMConfigError, LLMSettings, parse_backend
 from llm.facts import Fact, facts_sentence, format_fact
-from llm.generate import ChatModelWriter, LocalWriter, load_writer
+from llm.generate import ChatModelWriter, LocalWriter, drop_unfinished_sentence, load_writer
 from llm.guard import check_numbers, guarded_generate, leaks_prompt
 from llm.model import (
     CACHE_NAME,
@@ -86,17 +86,42 @@ def test_a_local_model_folder_is_a_backend(loaded: LoadedModel) -> None:
 
 def test_generation_is_greedy_and_repeatable(writer: LocalWriter) -> None:
     first = writer.complete(HELLO, max_new_tokens=10)
-    second = writer.generate(HELLO, max_new_tokens=10)
-    assert first.text.strip() and first.text == second
+    second = writer.complete(HELLO, max_new_tokens=10)
+    assert first.text.strip() and first.text == second.text
     assert first.stats.new_tokens == 10 and first.stats.tokens_per_second > 0
 
 
+def test_a_reply_cut_off_by_the_token_limit_loses_its_unfinished_sentence(writer: LocalWriter) -> None:
+    whole = writer.complete(HELLO, max_new_tokens=200)
+    assert not whole.stats.truncated and whole.reply == whole.text.strip()  # it ended by itself
+    cut = writer.complete(HELLO, max_new_tokens=8)
+    assert cut.stats.truncated and whole.text.startswith(cut.text)
+    assert writer.generate(HELLO, max_new_tokens=8) == cut.reply == drop_unfinished_sentence(cut.text)
+    assert len(cut.reply) < len(cut.text.strip())
+
+
+@pytest.mark.parametrize(
+    ("text", "kept"),
+    [
+        ("Order 120 units now. The reorder point is 1,219.6 units and the", "Order 120 units now."),
+        ("Safety stock is 12.5 units. Stock covers 31.28 days", "Safety stock is 12.5 units."),
+        ("Is 85123A at risk? Yes: 12.31% (source: sku:85123A). Reorder by 5", "Is 85123A at risk? Yes: "
+         "12.31% (source: sku:85123A)."),
+        ("Safety stock is 12.", ""),  # the cut may have fallen inside "12.5"
+        ("Stock covers 31.28 days", ""),
+    ],
+)  # fmt: skip
+def test_unfinished_sentences_are_dropped_at_sentence_ends_not_decimal_points(text: str, kept: str) -> None:
+    assert drop_unfinished_sentence(text) == kept
+
+
 def test_streaming_yields_the_same_text_as_generate(writer: LocalWriter) -> None:
-    expected = writer.generate(HELLO, max_new_tokens=10)
+    expected = writer.complete(HELLO, max_new_tokens=10)
     stream = writer.stream(HELLO, max_new_tokens=10)
     chunks = list(stream)
-    assert len(chunks) > 1 and "".join(chunks) == expected == stream.text
+    assert len(chunks) > 1 and "".join(chunks) == expected.text == stream.text
     assert stream.stats.first_token_seconds is not None and stream.stats.new_tokens == 10
+    assert stream.stats.truncated and stream.reply == expected.reply
 
 
 def test_closing_a_stream_stops_generation(writer: LocalWriter) -> None:
@@ -316,6 +341,7 @@ class _FakeOpenAI(BaseHTTPRequestHandler):
 
     requests: list[dict] = []
     reply = "The reorder point for 85123A is 90 units."
+    finish_reason = "stop"
 
     def do_POST(self) -> None:  # noqa: N802 (http.server naming)
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
@@ -325,7 +351,13 @@ class _FakeOpenAI(BaseHTTPRequestHandler):
             payload = {
                 **base,
                 "object": "chat.completion",
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": self.reply}}],
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": self.reply},
+                        "finish_reason": self.finish_reason,
+                    }
+                ],
                 "usage": {"prompt_tokens": 50, "completion_tokens": 11, "total_tokens": 61},
             }
             data = json.dumps(payload).encode()
@@ -342,6 +374,10 @@ class _FakeOpenAI(BaseHTTPRequestHandler):
             delta = {"index": 0, "delta": {"content": word + " "}, "finish_reason": None}
             chunk = {**base, "object": "chat.completion.chunk", "choices": [delta]}
             self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+        last = {"index": 0, "delta": {}, "finish_reason": self.finish_reason}
+        self.wfile.write(
+            f"data: {json.dumps({**base, 'object': 'chat.completion.chunk', 'choices': [last]})}\n\n".encode()
+        )
         self.wfile.write(b"data: [DONE]\n\n")
 
     def log_message(self, *args: object) -> None:
@@ -375,3 +411,18 @@ def test_openai_compatible_backend_through_langchain(fake_openai: str) -> None:
     assert "".join(writer.stream(messages)).strip() == _FakeOpenAI.reply
     answer = guarded_generate(writer, messages, [ROP])
     assert answer.ok and not answer.fallback_used
+
+
+def test_a_remote_reply_cut_off_at_the_limit_loses_its_unfinished_sentence(
+    fake_openai: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("langchain_openai", reason="langchain-openai==1.7.3 is not installed")
+    monkeypatch.setattr(_FakeOpenAI, "reply", "The reorder point for 85123A is 90 units. Order 1")
+    monkeypatch.setattr(_FakeOpenAI, "finish_reason", "length")
+    writer = load_writer(LLMSettings(llm=f"openai:qwen2.5:0.5b@{fake_openai}", llm_max_new_tokens=12))
+    messages = build_messages("What is the reorder point for SKU 85123A?", [ROP])
+    assert writer.complete(messages).stats.truncated
+    assert writer.generate(messages) == "The reorder point for 85123A is 90 units."
+    stream = writer.stream(messages)
+    list(stream)
+    assert stream.stats.truncated and stream.reply == "The reorder point for 85123A is 90 units."
