@@ -9,6 +9,7 @@ slow each other down. It uses `threads` torch threads while it runs (see
 
 from __future__ import annotations
 
+import copy
 import os
 import re
 import threading
@@ -174,7 +175,14 @@ def encode_chat(tokenizer: Any, messages: Sequence[Message]) -> dict[str, Any]:
 
 
 class LocalWriter(Writer):
-    """Greedy generation with a local transformers model, using the tokenizer's chat template."""
+    """Greedy generation with a local transformers model, using the tokenizer's chat template.
+
+    The system turn is the same for every question, so its keys and values are computed once (per system
+    text, a few kept) and every generation starts from a copy of them: prefill covers only the user turn.
+    The prefix is used only when its token ids are exactly the start of the prompt's ids.
+    """
+
+    PREFIXES_KEPT = 4
 
     def __init__(
         self,
@@ -191,6 +199,7 @@ class LocalWriter(Writer):
         self.threads = threads
         self.repetition_penalty = repetition_penalty
         self._lock = threading.Lock()
+        self._prefixes: dict[str, tuple[list[int], Any]] = {}
 
     @contextmanager
     def torch_threads(self) -> Iterator[None]:
@@ -209,6 +218,30 @@ class LocalWriter(Writer):
     def encode(self, messages: Sequence[Message]) -> dict[str, Any]:
         """Prompt tensors from the chat template (see `encode_chat`)."""
         return encode_chat(self.tokenizer, messages)
+
+    def _system_prefix(self, messages: Sequence[Message], input_ids: Any) -> Any:
+        """A copy of the cached keys/values of the system turn when the prompt starts with it, else None.
+
+        Call with the lock held and torch threads set (it may run the model on the system turn)."""
+        import torch
+
+        if not messages or messages[0]["role"] != "system" or not self.tokenizer.chat_template:
+            return None
+        content = messages[0]["content"]
+        if content not in self._prefixes:
+            ids = self.tokenizer.apply_chat_template(
+                [{"role": "system", "content": content}], tokenize=True, return_dict=True
+            )["input_ids"]
+            ids = list(ids[0] if ids and isinstance(ids[0], list) else ids)
+            with torch.inference_mode():
+                out = self.model(input_ids=torch.tensor([ids]), use_cache=True)
+            if len(self._prefixes) >= self.PREFIXES_KEPT:
+                self._prefixes.pop(next(iter(self._prefixes)))
+            self._prefixes[content] = (ids, out.past_key_values)
+        ids, cache = self._prefixes[content]
+        if len(ids) >= input_ids.shape[1] or input_ids[0, : len(ids)].tolist() != ids:
+            return None
+        return copy.deepcopy(cache)
 
     def _generate_kwargs(self, inputs: dict[str, Any], max_new_tokens: int | None) -> dict[str, Any]:
         kwargs: dict[str, Any] = dict(
@@ -232,7 +265,9 @@ class LocalWriter(Writer):
         prompt_len = int(inputs["input_ids"].shape[1])
         with self._lock, self.torch_threads(), torch.inference_mode():
             started = time.perf_counter()
-            output = self.model.generate(**self._generate_kwargs(inputs, max_new_tokens))
+            kwargs = self._generate_kwargs(inputs, max_new_tokens)
+            kwargs["past_key_values"] = self._system_prefix(messages, inputs["input_ids"])
+            output = self.model.generate(**kwargs)
             seconds = time.perf_counter() - started
         new_ids = output[0, prompt_len:]
         text = self.tokenizer.decode(new_ids, skip_special_tokens=True)
@@ -282,6 +317,7 @@ class LocalWriter(Writer):
             try:
                 with self._lock, self.torch_threads(), torch.inference_mode():
                     started = time.perf_counter()
+                    kwargs["past_key_values"] = self._system_prefix(messages, inputs["input_ids"])
                     self.model.generate(**kwargs)
             except BaseException as exc:  # surfaced to the reader below
                 errors.append(exc)

@@ -124,6 +124,24 @@ def test_streaming_yields_the_same_text_as_generate(writer: LocalWriter) -> None
     assert stream.stats.truncated and stream.reply == expected.reply
 
 
+def test_the_system_turn_is_computed_once_and_changes_nothing(
+    writer: LocalWriter, loaded: LoadedModel
+) -> None:
+    messages = build_messages("What is the reorder point for SKU 85123A?", [ROP], ["SKU 85123A: 74 units"])
+    inputs = writer.encode(messages)
+    with torch.inference_mode():  # the plain way: the whole prompt through the model
+        plain = loaded.model.generate(**writer._generate_kwargs(inputs, 16))
+    expected = loaded.tokenizer.decode(plain[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+    assert writer.complete(messages, 16).text == expected
+    prefix_ids, _ = writer._prefixes[SYSTEM_PROMPT]
+    assert inputs["input_ids"][0, : len(prefix_ids)].tolist() == prefix_ids
+    cache = writer._system_prefix(messages, inputs["input_ids"])
+    assert cache is not None and cache.get_seq_length() == len(prefix_ids)
+    stream = writer.stream(messages, 16)
+    assert "".join(stream) == expected and writer.complete(messages, 16).text == expected  # the copy is fresh
+    assert writer._system_prefix(HELLO, writer.encode(HELLO)["input_ids"]) is None  # no system turn
+
+
 def test_closing_a_stream_stops_generation(writer: LocalWriter) -> None:
     stream = writer.stream(HELLO, max_new_tokens=200)
     next(stream)
