@@ -81,8 +81,8 @@ class ResultsStore:
         stmt = select(runs_table).order_by(runs_table.c.created_at.desc())
         if kind:
             stmt = stmt.where(runs_table.c.kind == kind)
-        with self.engine.connect() as conn:
-            return pd.DataFrame(conn.execute(stmt).mappings().all())
+        with self.engine.connect() as conn:  # the columns are there when there are no runs yet
+            return pd.DataFrame(conn.execute(stmt).mappings().all(), columns=list(runs_table.c.keys()))
 
     def load(self, table: str, run_id: str | None = None, kind: str | None = None) -> pd.DataFrame:
         """Rows of `table` for `run_id` (or the latest run of `kind`); empty frame if none."""

@@ -168,6 +168,8 @@ def test_factbook_on_an_empty_store_says_what_to_run():
     with pytest.raises(InputError, match="no pipeline results yet") as err:
         FactBook.from_store()
     assert str(err.value) == EMPTY_MESSAGE
+    runs = ResultsStore().runs("pipeline")  # no runs: an empty table with its columns, not a bare frame
+    assert runs.empty and {"run_id", "kind", "created_at", "params"} <= set(runs.columns)
 
 
 def test_m5_attributes_future_exogenous_changes_and_suppliers(m5_tiny, data_dir):
