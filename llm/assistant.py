@@ -38,11 +38,11 @@ from llm.prompts import MAX_QUESTION_CHARS, PROMPT_SECRETS, Snippet, build_messa
 from llm.sessions import SessionStore, new_session_id
 from llm.tools import ToolResult, run_tool
 
-MAX_NEW_TOKENS = 40
+MAX_NEW_TOKENS = 64
 RETRIES = 0  # stricter regenerations after a rejected answer (each costs a full generation)
 SNIPPET_CHARS = 240
 CONTEXT_K = 4
-MAX_SNIPPETS = 2
+MAX_SNIPPETS = 1  # passages in the prompt (all retrieved ones are cited); each adds ~80 tokens of prefill
 INJECTION = re.compile(
     r"\b(?:ignore|disregard|forget|override)\b[^.?!]{0,40}\b(?:instructions?|rules?|prompts?|above|previous|"
     r"prior)\b|\bsystem\s+prompt\b|\b(?:reveal|print|show|repeat|leak)\b[^.?!]{0,30}\b(?:prompt|instructions?|"
@@ -253,7 +253,8 @@ class Assistant:
         return prepared
 
     def _context(self, question: str, intent: str, tool: ToolResult) -> tuple[list[Snippet], list[str]]:
-        """The entity's own documents first, then hybrid-search hits (policy pages for definitions)."""
+        """Snippets for the prompt and the ids to cite: the entity's own documents, then hybrid-search hits
+        (for a definition, the policy pages come first)."""
         sources = list(dict.fromkeys(tool.doc_ids))
         docs: list[tuple[str, str]] = []
         index = getattr(self.retriever, "index", None)
@@ -265,11 +266,13 @@ class Assistant:
             kwargs: dict[str, Any] = {"k": CONTEXT_K}
             if intent == "kpi_definition":
                 kwargs["filters"] = {"type": "policy"}
+            hits = []
             for hit in self.retriever.invoke(question, **kwargs):
                 doc_id = hit.metadata.get("doc_id") or hit.id
                 if doc_id not in sources:
                     sources.append(doc_id)
-                    docs.append((doc_id, hit.page_content))
+                    hits.append((doc_id, hit.page_content))
+            docs = hits + docs if intent == "kpi_definition" else docs + hits
         snippets = []
         for doc_id, text in docs[:MAX_SNIPPETS]:
             clean = clean_snippet(text)

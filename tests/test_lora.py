@@ -95,14 +95,18 @@ def test_instruction_set_is_large_split_by_sku_and_covers_every_intent(splits: d
 def test_references_state_only_facts_and_inputs_match_the_prompt(
     splits: dict[str, list[dict]],
 ) -> None:
-    from llm.prompts import build_messages
+    from llm.prompts import Snippet, build_messages
 
     for record in splits["test"]:
         facts = as_facts(record["facts"])
         assert check_numbers(record["output"], facts, question=record["question"]).ok, record["output"]
         if record["intent"] != "weekly_summary":  # as Assistant.prepare builds it (facts without sources)
             facts = [replace(f, source=None) for f in facts]
-        assert record_messages(record) == build_messages(record["question"], facts)
+        snippets = [Snippet(**d) for d in record["documents"]]
+        assert record_messages(record) == build_messages(record["question"], facts, snippets)
+    # The retrieved context is in the inputs, as at run time (the weekly summary has its own prompt).
+    answers = [r for r in splits["test"] if r["intent"] not in ("weekly_summary", "out_of_scope")]
+    assert sum("<documents>" in r["input"] for r in answers) >= 0.9 * len(answers)
     # Several phrasings per intent, not one template.
     starts = Counter((r["intent"], " ".join(r["output"].split()[:2])) for r in splits["train"])
     per_intent = Counter(intent for intent, _ in starts)

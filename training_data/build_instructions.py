@@ -14,8 +14,9 @@ passes the number guard (checked here; one that does not is reported and left ou
 
 Splits are by SKU (a stable hash of the unique id, 80/10/10): no SKU is in two splits. Comparisons and
 weekly summaries use SKUs of one split only; supplier examples split by supplier the same way. The build is
-deterministic: fixed as-of dates and models, stable hashes for every choice. No retrieval index is built
-here, so the inputs carry no `<documents>` block (the assistant adds one when an index exists).
+deterministic: fixed as-of dates and models, stable hashes for every choice. Each dataset's knowledge index
+is built from its latest run (`rag.knowledge.update_index`, as `stockpilot index` does) and the assistant
+retrieves from it, so inputs carry the same `<documents>` block as at run time.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import random
 import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -200,6 +201,7 @@ class Draft:
     sku: str
     dataset: str
     variant: str = "answer"
+    snippets: list[Any] = field(default_factory=list)
 
 
 def sku_label(book: Any, sku: str) -> str:
@@ -217,8 +219,9 @@ def ask(assistant: Any, question: str, intent: str) -> Any:
 
 def draft(intent: str, prepared: Any, output: str, sku: str, book: Any, variant: str = "answer") -> Draft:
     return Draft(
-        intent, prepared.question, prepared.messages, list(prepared.facts), output, sku, book.dataset, variant
-    )
+        intent, prepared.question, prepared.messages, list(prepared.facts), output, sku, book.dataset,
+        variant, list(prepared.snippets),
+    )  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------------- intents
@@ -626,6 +629,7 @@ def render(draft: Draft, split: str) -> dict[str, Any]:
         "split": split,
         "question": draft.question,
         "facts": [f.to_dict() for f in draft.facts],
+        "documents": [{"text": d.text, "source": d.source} for d in draft.snippets],
     }
 
 
@@ -643,10 +647,21 @@ def select_skus(book: Any, limit: int) -> list[str]:
     return k["unique_id"].astype(str).head(limit).tolist()
 
 
-def drafts_for_book(book: Any, skus: Sequence[str], say: Callable[[str], None]) -> list[Draft]:
+def book_retriever(book: Any, folder: Path) -> Any:
+    """A retriever over the knowledge index of the book's run, built (or brought up to date) in `folder`."""
+    from llm.assistant import CONTEXT_K
+    from rag.knowledge import get_retriever, update_index
+
+    update_index(book.store, folder=folder, run_id=book.run_id)
+    return get_retriever(k=CONTEXT_K, folder=folder)
+
+
+def drafts_for_book(
+    book: Any, skus: Sequence[str], say: Callable[[str], None], retriever: Any = None
+) -> list[Draft]:
     from llm.assistant import Assistant
 
-    assistant = Assistant(factbook=book, use_model=False)
+    assistant = Assistant(factbook=book, retriever=retriever, use_model=False)
     drafts: list[Draft | None] = []
     by_split: dict[str, list[str]] = {s: [] for s in SPLITS}
     for i, sku in enumerate(skus):
@@ -689,8 +704,10 @@ def dataset_records(
     """Checked, rendered examples of one dataset (its pipeline runs made in `home` when missing)."""
     say(f"pipeline runs of {dataset}")
     book = run_pipelines(data_dir, home, (dataset,))[dataset]
+    say(f"knowledge index of {dataset}")
+    retriever = book_retriever(book, home / f"index-{dataset}")
     out = []
-    for item in drafts_for_book(book, select_skus(book, limit), say):
+    for item in drafts_for_book(book, select_skus(book, limit), say, retriever):
         problem = _check(item)
         if problem:  # never expected: reported, and the example is left out
             say(f"left out: {problem}")
@@ -746,7 +763,8 @@ def data_card(splits: dict[str, list[dict[str, Any]]], texts: dict[str, str]) ->
         "record: `instruction` (system prompt), `input` (facts JSON + documents + question, exactly as the",
         "assistant builds the user turn), `output` (reference answer; every number is a fact's value and",
         "passes the number guard), plus `intent`, `variant`, `sku`, `dataset`, `split`, `question`, `facts`.",
-        "Inputs come from `Assistant.prepare` (the run-time model input); no index here, so no documents.",
+        "Inputs come from `Assistant.prepare` (the run-time model input) with a retriever over the run's",
+        "knowledge index, so they carry the documents block the assistant sends.",
         "Splits are by SKU (stable hash, 80/10/10); no SKU or supplier appears in two splits.",
         "",
         f"Data hash (sha256 of train + validation + test JSONL): `{digest}`",
@@ -770,9 +788,9 @@ def data_card(splits: dict[str, list[dict[str, Any]]], texts: dict[str, str]) ->
         "|---|---:|---:|---:|---:|",
     ]
     records = [r for s in SPLITS for r in splits[s]]
-    for field in ("input", "output"):
-        n = np.array([len(r[field]) for r in records])
-        lines.append(f"| {field} | {n.min()} | {int(np.median(n))} | {n.mean():.0f} | {n.max()} |")
+    for name in ("input", "output"):
+        n = np.array([len(r[name]) for r in records])
+        lines.append(f"| {name} | {n.min()} | {int(np.median(n))} | {n.mean():.0f} | {n.max()} |")
     out_words = np.array([len(r["output"].split()) for r in records])
     lines.append(
         f"| output (words) | {out_words.min()} | {int(np.median(out_words))} | {out_words.mean():.1f} | "
