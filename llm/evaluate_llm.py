@@ -186,16 +186,22 @@ class CachedWriter:
         self.new_tokens = 0
         self.seconds = 0.0
 
-    def generate(self, messages: Sequence[Mapping[str, str]], max_new_tokens: int | None = None) -> str:
-        key = self.cache.key(self.identity, messages, max_new_tokens)
+    def generate(
+        self,
+        messages: Sequence[Mapping[str, str]],
+        max_new_tokens: int | None = None,
+        max_sentences: int | None = None,
+    ) -> str:
+        identity = self.identity + (f":sentences={max_sentences}" if max_sentences else "")
+        key = self.cache.key(identity, messages, max_new_tokens)
         row = self.cache.get(key)
         if row is None:
-            self.cache.put(key, self.writer.complete(messages, max_new_tokens))
+            self.cache.put(key, self.writer.complete(messages, max_new_tokens, max_sentences))
             row = self.cache.get(key)
         self.new_tokens += int(row["new_tokens"] or 0)
         self.seconds += float(row["seconds"])
         stats = GenerationStats(new_tokens=row["new_tokens"], truncated=bool(row["truncated"]))
-        return Generation(str(row["text"]), stats).reply
+        return Generation(str(row["text"]), stats, max_sentences).reply
 
     @property
     def tokens_per_second(self) -> float | None:
@@ -279,7 +285,7 @@ def evaluate(
     from forecasting.settings import get_settings
     from llm.config import LLMSettings, get_llm_settings
     from llm.generate import LocalWriter
-    from llm.model import apply_adapter, load_model, resolve_adapter
+    from llm.model import load_model, resolve_adapter
 
     unknown = [s for s in systems if s not in SYSTEMS]
     if unknown:
@@ -295,31 +301,27 @@ def evaluate(
         for r in records
     ]
     info: dict[str, Any] = {"examples": len(records), "max_new_tokens": max_new_tokens, "threads": threads}
-    base = None
     for system in systems:
         started = time.perf_counter()
         raw_scores, guarded_scores, fallbacks = [], [], []
         writer = None
         loaded = None
         if system in ("base", "lora"):
-            if base is None:
-                base = load_model(
-                    LLMSettings(**{**settings.model_dump(), "llm_adapter": "none"}), adapter=False
-                )
-            loaded = base
-            identity = f"{base.source}:{base.checkpoint.name}"
+            plain = LLMSettings(**{**settings.model_dump(), "llm_adapter": "none"})
+            folder = None
             if system == "lora":
                 folder = adapter or resolve_adapter(settings)
                 if folder is None:
                     raise InputError(
                         "no LoRA adapter: train one with `stockpilot train-llm` or give --adapter"
                     )
-                fresh = load_model(
-                    LLMSettings(**{**settings.model_dump(), "llm_adapter": "none"}), adapter=False
-                )
-                fresh.model = apply_adapter(fresh.model, Path(folder))
-                fresh.adapter = Path(folder)
-                loaded = fresh
+            # the adapter is merged into the float32 weights before the cast to the inference dtype
+            loaded = load_model(plain, adapter=Path(folder) if folder else False)
+            identity = f"{loaded.source}:{loaded.checkpoint.name}"
+            if loaded.info["dtype"] != "float32":
+                identity += f":{loaded.info['dtype']}"
+            info["dtype"] = loaded.info["dtype"]
+            if folder is not None:
                 identity += f"+lora:{adapter_identity(Path(folder))}"
                 info["adapter"] = str(folder)
             writer = CachedWriter(

@@ -1,10 +1,11 @@
 """Text generation behind one interface: a local Hugging Face model or an OpenAI-compatible chat endpoint.
 
 `Writer.generate(messages)` returns the whole answer (less an unfinished last sentence when the token limit
-cut it off); `Writer.stream(messages)` yields it in chunks. Local generation is greedy (deterministic for a
-given prompt and thread count) and serialised by a lock, since two generations at once on a small CPU only
-slow each other down. It uses `threads` torch threads while it runs (see
-`LLMSettings.generation_threads`) and restores the previous count afterwards.
+cut it off); `Writer.stream(messages)` yields it in chunks. `max_sentences` ends a reply after that many
+sentences: local generation stops there instead of spending tokens the caller would drop. Local generation
+is greedy (deterministic for a given prompt and thread count) and serialised by a lock, since two
+generations at once on a small CPU only slow each other down. It uses `threads` torch threads while it runs
+(see `LLMSettings.generation_threads`) and restores the previous count afterwards.
 """
 
 from __future__ import annotations
@@ -64,15 +65,18 @@ class GenerationStats:
 
 @dataclass
 class Generation:
-    """Generated text with its statistics."""
+    """Generated text with its statistics (and the sentence limit it was written under)."""
 
     text: str
     stats: GenerationStats
+    max_sentences: int | None = None
 
     @property
     def reply(self) -> str:
-        """The text to use: stripped, and without an unfinished last sentence when the limit cut it off."""
-        return drop_unfinished_sentence(self.text) if self.stats.truncated else self.text.strip()
+        """The text to use: stripped, without an unfinished last sentence when the token limit cut it off,
+        and at most `max_sentences` sentences."""
+        text = drop_unfinished_sentence(self.text) if self.stats.truncated else self.text.strip()
+        return first_sentences(text, self.max_sentences)
 
 
 # A sentence end followed by a space: at the very end of a cut-off text, "12." may be the start of "12.5".
@@ -87,25 +91,61 @@ def drop_unfinished_sentence(text: str) -> str:
     return text[: ends[-1].end()].strip() if ends else ""
 
 
+def sentence_end(text: str, n: int | None) -> int | None:
+    """Where the `n`-th complete sentence of `text` ends (a full stop followed by a space), else None."""
+    if not n:
+        return None
+    for i, match in enumerate(_SENTENCE_END.finditer(text), start=1):
+        if i == n:
+            return match.end()
+    return None
+
+
+def first_sentences(text: str, n: int | None) -> str:
+    """`text` cut after its `n`-th complete sentence (unchanged when it has fewer, or `n` is None)."""
+    end = sentence_end(text, n)
+    return text if end is None else text[:end].strip()
+
+
 class TextStream:
     """An iterator of text chunks; `.text` and `.stats` are complete once it is exhausted.
 
     `close()` (or leaving a `with` block) stops a local generation early, e.g. when a client disconnects.
+    With `max_sentences`, the chunks end with that sentence and the generation is stopped there.
     """
 
-    def __init__(self, chunks: Iterator[str], stats: GenerationStats, on_close: Any = None) -> None:
+    def __init__(
+        self,
+        chunks: Iterator[str],
+        stats: GenerationStats,
+        on_close: Any = None,
+        max_sentences: int | None = None,
+    ) -> None:
         self._chunks = chunks
         self.stats = stats
         self._parts: list[str] = []
         self._on_close = on_close
+        self.max_sentences = max_sentences
         self.done = False
 
     def __iter__(self) -> TextStream:
         return self
 
     def __next__(self) -> str:
-        for chunk in self._chunks:
-            if chunk:
+        if not self.done:
+            for chunk in self._chunks:
+                if not chunk:
+                    continue
+                so_far = self.text
+                end = sentence_end(so_far + chunk, self.max_sentences)
+                if end is not None:  # the limit is reached inside this chunk: keep its part, stop
+                    chunk = chunk[: max(end - len(so_far), 0)].rstrip()
+                    self.close()
+                    self.done = True
+                    if chunk:
+                        self._parts.append(chunk)
+                        return chunk
+                    break
                 self._parts.append(chunk)
                 return chunk
         self.done = True
@@ -118,7 +158,7 @@ class TextStream:
     @property
     def reply(self) -> str:
         """The streamed text as `Generation.reply` gives it (no unfinished last sentence)."""
-        return Generation(self.text, self.stats).reply
+        return Generation(self.text, self.stats, self.max_sentences).reply
 
     def close(self) -> None:
         if self._on_close is not None:
@@ -141,16 +181,31 @@ class Writer(ABC):
     max_new_tokens: int = 160
 
     @abstractmethod
-    def complete(self, messages: Sequence[Message], max_new_tokens: int | None = None) -> Generation:
+    def complete(
+        self,
+        messages: Sequence[Message],
+        max_new_tokens: int | None = None,
+        max_sentences: int | None = None,
+    ) -> Generation:
         """The whole reply with statistics."""
 
     @abstractmethod
-    def stream(self, messages: Sequence[Message], max_new_tokens: int | None = None) -> TextStream:
+    def stream(
+        self,
+        messages: Sequence[Message],
+        max_new_tokens: int | None = None,
+        max_sentences: int | None = None,
+    ) -> TextStream:
         """The reply as text chunks, as they are produced."""
 
-    def generate(self, messages: Sequence[Message], max_new_tokens: int | None = None) -> str:
+    def generate(
+        self,
+        messages: Sequence[Message],
+        max_new_tokens: int | None = None,
+        max_sentences: int | None = None,
+    ) -> str:
         """The reply as text (greedy, so the same prompt gives the same text; see `Generation.reply`)."""
-        return self.complete(messages, max_new_tokens).reply
+        return self.complete(messages, max_new_tokens, max_sentences).reply
 
 
 def encode_chat(tokenizer: Any, messages: Sequence[Message]) -> dict[str, Any]:
@@ -243,7 +298,11 @@ class LocalWriter(Writer):
             return None
         return copy.deepcopy(cache)
 
-    def _generate_kwargs(self, inputs: dict[str, Any], max_new_tokens: int | None) -> dict[str, Any]:
+    def _generate_kwargs(
+        self, inputs: dict[str, Any], max_new_tokens: int | None, max_sentences: int | None = None
+    ) -> dict[str, Any]:
+        from transformers import StoppingCriteriaList
+
         kwargs: dict[str, Any] = dict(
             inputs,
             max_new_tokens=max_new_tokens or self.max_new_tokens,
@@ -253,19 +312,28 @@ class LocalWriter(Writer):
             top_p=None,
             top_k=None,
             pad_token_id=self.tokenizer.pad_token_id,
+            stopping_criteria=StoppingCriteriaList(),
         )
+        if max_sentences:
+            prompt_len = int(inputs["input_ids"].shape[1])
+            kwargs["stopping_criteria"].append(_SentenceLimit(self.tokenizer, prompt_len, max_sentences))
         if self.repetition_penalty:
             kwargs["repetition_penalty"] = self.repetition_penalty
         return kwargs
 
-    def complete(self, messages: Sequence[Message], max_new_tokens: int | None = None) -> Generation:
+    def complete(
+        self,
+        messages: Sequence[Message],
+        max_new_tokens: int | None = None,
+        max_sentences: int | None = None,
+    ) -> Generation:
         import torch
 
         inputs = self.encode(messages)
         prompt_len = int(inputs["input_ids"].shape[1])
         with self._lock, self.torch_threads(), torch.inference_mode():
             started = time.perf_counter()
-            kwargs = self._generate_kwargs(inputs, max_new_tokens)
+            kwargs = self._generate_kwargs(inputs, max_new_tokens, max_sentences)
             kwargs["past_key_values"] = self._system_prefix(messages, inputs["input_ids"])
             output = self.model.generate(**kwargs)
             seconds = time.perf_counter() - started
@@ -276,7 +344,7 @@ class LocalWriter(Writer):
         stats = GenerationStats(
             prompt_tokens=prompt_len, new_tokens=new_tokens, seconds=seconds, truncated=truncated
         )
-        return Generation(text=text, stats=stats)
+        return Generation(text=text, stats=stats, max_sentences=max_sentences)
 
     def _cut_off(self, new_tokens: int, last_id: int | None, max_new_tokens: int | None) -> bool:
         """Whether generation stopped at the token limit rather than at an end-of-sequence token."""
@@ -284,9 +352,14 @@ class LocalWriter(Writer):
         eos_ids = set(eos if isinstance(eos, list) else [eos]) | {self.tokenizer.eos_token_id}
         return new_tokens >= (max_new_tokens or self.max_new_tokens) and last_id not in eos_ids
 
-    def stream(self, messages: Sequence[Message], max_new_tokens: int | None = None) -> TextStream:
+    def stream(
+        self,
+        messages: Sequence[Message],
+        max_new_tokens: int | None = None,
+        max_sentences: int | None = None,
+    ) -> TextStream:
         import torch
-        from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
+        from transformers import StoppingCriteria, TextIteratorStreamer
 
         inputs = self.encode(messages)
         stats = GenerationStats(prompt_tokens=int(inputs["input_ids"].shape[1]), new_tokens=0)
@@ -309,8 +382,9 @@ class LocalWriter(Writer):
                 return torch.full((input_ids.shape[0],), cancel.is_set(), dtype=torch.bool)
 
         streamer = _Streamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
-        kwargs = self._generate_kwargs(inputs, max_new_tokens)
-        kwargs.update(streamer=streamer, stopping_criteria=StoppingCriteriaList([_Cancel()]))
+        kwargs = self._generate_kwargs(inputs, max_new_tokens, max_sentences)
+        kwargs["streamer"] = streamer
+        kwargs["stopping_criteria"].append(_Cancel())
 
         def run() -> None:
             nonlocal started
@@ -337,7 +411,21 @@ class LocalWriter(Writer):
             if errors:
                 raise errors[0]
 
-        return TextStream(chunks(), stats, on_close=cancel.set)
+        return TextStream(chunks(), stats, on_close=cancel.set, max_sentences=max_sentences)
+
+
+class _SentenceLimit:
+    """A stopping criterion: the new text holds `n` complete sentences (see `sentence_end`)."""
+
+    def __init__(self, tokenizer: Any, prompt_len: int, n: int) -> None:
+        self.tokenizer, self.prompt_len, self.n = tokenizer, prompt_len, n
+
+    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+        import torch
+
+        text = self.tokenizer.decode(input_ids[0, self.prompt_len :], skip_special_tokens=True)
+        done = sentence_end(text, self.n) is not None
+        return torch.full((input_ids.shape[0],), done, dtype=torch.bool)
 
 
 class ChatModelWriter(Writer):
@@ -363,7 +451,12 @@ class ChatModelWriter(Writer):
             return self.chat_model.bind(max_tokens=limit)
         return self.chat_model
 
-    def complete(self, messages: Sequence[Message], max_new_tokens: int | None = None) -> Generation:
+    def complete(
+        self,
+        messages: Sequence[Message],
+        max_new_tokens: int | None = None,
+        max_sentences: int | None = None,
+    ) -> Generation:
         started = time.perf_counter()
         reply = self._model(max_new_tokens).invoke(self.to_langchain(messages))
         stats = GenerationStats(seconds=time.perf_counter() - started)
@@ -371,9 +464,14 @@ class ChatModelWriter(Writer):
         stats.prompt_tokens = usage.get("input_tokens")
         stats.new_tokens = usage.get("output_tokens")
         stats.truncated = _finish_reason(reply) == "length"
-        return Generation(text=_content_text(reply.content), stats=stats)
+        return Generation(text=_content_text(reply.content), stats=stats, max_sentences=max_sentences)
 
-    def stream(self, messages: Sequence[Message], max_new_tokens: int | None = None) -> TextStream:
+    def stream(
+        self,
+        messages: Sequence[Message],
+        max_new_tokens: int | None = None,
+        max_sentences: int | None = None,
+    ) -> TextStream:
         stats = GenerationStats()
         model = self._model(max_new_tokens)
         lc_messages = self.to_langchain(messages)
@@ -395,7 +493,7 @@ class ChatModelWriter(Writer):
             finally:
                 stats.seconds = time.perf_counter() - started
 
-        return TextStream(chunks(), stats)
+        return TextStream(chunks(), stats, max_sentences=max_sentences)
 
 
 def _finish_reason(message: Any) -> str | None:

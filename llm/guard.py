@@ -235,10 +235,12 @@ def guarded_generate(
     max_new_tokens: int | None = None,
     retries: int = 1,
     secrets: Iterable[str] | None = None,
+    max_sentences: int | None = None,
 ) -> GuardedAnswer:
     """Generate, check numbers, regenerate once with a stricter instruction, else use `fallback(facts)`.
 
-    `writer` is any object with `generate(messages, max_new_tokens)` (see `llm.generate.Writer`). An empty
+    `writer` is any object with `generate(messages, max_new_tokens, max_sentences)` (see
+    `llm.generate.Writer`). An empty
     reply counts as a failed attempt, and so does one that repeats the rules or the prompt's own headings
     (`secrets`, by default `llm.prompts.PROMPT_SECRETS`). The fallback text is checked too (it should pass
     by construction).
@@ -252,7 +254,7 @@ def guarded_generate(
     rejected_all: list[str] = []
     current = list(messages)
     for attempt in range(retries + 1):
-        text = writer.generate(current, max_new_tokens).strip()
+        text = writer.generate(current, max_new_tokens, max_sentences).strip()
         generations.append(text)
         result = check_numbers(text, facts, question=question)
         result.prompt_leak = leaks_prompt(text, secrets)

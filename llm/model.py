@@ -36,7 +36,7 @@ MARKER = "stockpilot-cache.json"
 SHIPPED_ADAPTER = Path(__file__).resolve().parent / "adapters" / "stockpilot-lora"  # `stockpilot train-llm`
 
 _lock = threading.Lock()
-_loaded: dict[tuple[str, str, str], LoadedModel] = {}
+_loaded: dict[tuple[str, str, str, str], LoadedModel] = {}
 
 
 @dataclass
@@ -186,12 +186,19 @@ def load_base(backend: Backend, models_path: Path | None = None) -> LoadedModel:
 
 
 def load_model(
-    settings: LLMSettings | None = None, models_path: Path | None = None, adapter: Path | None | bool = True
+    settings: LLMSettings | None = None,
+    models_path: Path | None = None,
+    adapter: Path | None | bool = True,
+    dtype: str | None = None,
 ) -> LoadedModel:
     """Load the configured local model (base + LoRA adapter when one is present), fresh each call.
 
     `adapter=True` resolves the adapter from settings; `False`/`None` skips it; a path forces that one.
+    The adapter is merged into the float32 weights, then the model is cast to `dtype` (default: the
+    settings' `inference_dtype`); `info["dtype"]` records it.
     """
+    import torch
+
     settings = settings or get_llm_settings()
     started = time.perf_counter()
     loaded = load_base(settings.backend(), models_path or settings.models_path)
@@ -200,6 +207,11 @@ def load_model(
         loaded.model = apply_adapter(loaded.model, Path(adapter_path))
         loaded.model.eval()
         loaded.adapter = Path(adapter_path)
+    dtype = dtype or settings.inference_dtype
+    if dtype not in ("float32", "bfloat16"):
+        raise LLMConfigError(f"unsupported model dtype {dtype!r}: use float32 or bfloat16")
+    loaded.model = loaded.model.to(getattr(torch, dtype))
+    loaded.info["dtype"] = dtype
     loaded.load_seconds = time.perf_counter() - started
     return loaded
 
@@ -207,7 +219,7 @@ def load_model(
 def get_model(settings: LLMSettings | None = None) -> LoadedModel:
     """The process-wide shared model for `settings` (loaded on first use, then reused)."""
     settings = settings or get_llm_settings()
-    key = (settings.llm, str(settings.llm_adapter), str(settings.models_path))
+    key = (settings.llm, str(settings.llm_adapter), str(settings.models_path), settings.inference_dtype)
     with _lock:
         if key not in _loaded:
             _loaded[key] = load_model(settings)

@@ -231,6 +231,11 @@ class LoraTrainer:
             random.seed(cfg.seed)
             torch.manual_seed(cfg.seed)
             base = base or self._load_base()
+            if base.model.dtype != torch.float32:
+                raise InputError(
+                    f"LoRA training needs float32 weights, the base model is {base.model.dtype}: "
+                    "load it with load_model(..., dtype='float32')"
+                )
             tokenizer = base.tokenizer
             encoded = [e for e in (encode_example(tokenizer, r, cfg.max_length) for r in train) if e]
             if not encoded:

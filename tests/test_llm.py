@@ -20,7 +20,13 @@ import torch
 
 from llm.config import LLMConfigError, LLMSettings, parse_backend
 from llm.facts import Fact, facts_sentence, format_fact
-from llm.generate import ChatModelWriter, LocalWriter, drop_unfinished_sentence, load_writer
+from llm.generate import (
+    ChatModelWriter,
+    LocalWriter,
+    drop_unfinished_sentence,
+    first_sentences,
+    load_writer,
+)
 from llm.guard import check_numbers, guarded_generate, leaks_prompt
 from llm.model import (
     CACHE_NAME,
@@ -115,6 +121,35 @@ def test_unfinished_sentences_are_dropped_at_sentence_ends_not_decimal_points(te
     assert drop_unfinished_sentence(text) == kept
 
 
+@pytest.mark.parametrize(
+    ("text", "n", "kept"),
+    [
+        ("Order 12.5 units. Lead time is 14 days. Done", 1, "Order 12.5 units."),
+        ("Order 12.5 units. Lead time is 14 days. Done", 2, "Order 12.5 units. Lead time is 14 days."),
+        ("Order 12.5 units. Lead time", 2, "Order 12.5 units. Lead time"),  # fewer sentences: unchanged
+        ("Safety stock is 12.", 1, "Safety stock is 12."),  # no space after the stop: maybe "12.5"
+        ("Two sentences. Here.", None, "Two sentences. Here."),
+    ],
+)  # fmt: skip
+def test_replies_are_cut_after_their_first_sentences(text: str, n: int | None, kept: str) -> None:
+    assert first_sentences(text, n) == kept
+
+
+SENTENCES = [{"role": "user", "content": "Write three short sentences about apples."}]
+
+
+def test_a_sentence_limit_stops_generation_at_the_sentence_end(writer: LocalWriter) -> None:
+    free = writer.complete(SENTENCES, max_new_tokens=48)
+    assert first_sentences(free.reply, 1) != free.reply  # the model goes on past its first sentence
+    one = writer.complete(SENTENCES, max_new_tokens=48, max_sentences=1)
+    assert one.reply == first_sentences(free.reply, 1)  # the same greedy text, stopped early
+    assert one.stats.new_tokens < free.stats.new_tokens and not one.stats.truncated
+    assert writer.generate(SENTENCES, 48, max_sentences=1) == one.reply
+    stream = writer.stream(SENTENCES, max_new_tokens=48, max_sentences=1)
+    chunks = list(stream)
+    assert "".join(chunks).strip() == stream.reply == one.reply
+
+
 def test_streaming_yields_the_same_text_as_generate(writer: LocalWriter) -> None:
     expected = writer.complete(HELLO, max_new_tokens=10)
     stream = writer.stream(HELLO, max_new_tokens=10)
@@ -173,6 +208,20 @@ def test_lora_adapter_is_loaded_when_present(loaded: LoadedModel, tmp_path: Path
     assert not torch.equal(tuned.model.state_dict()[key], loaded.model.state_dict()[key])
     with pytest.raises(LLMConfigError):
         resolve_adapter(LLMSettings(llm_adapter=str(tmp_path / "missing")))
+
+
+def test_inference_dtype_follows_the_setting_and_the_cpu(loaded: LoadedModel) -> None:
+    from pydantic import ValidationError
+
+    from llm.config import cpu_has_native_bf16
+
+    assert LLMSettings().inference_dtype == "float32"
+    assert loaded.info["dtype"] == "float32" and loaded.model.dtype == torch.float32
+    auto = "bfloat16" if cpu_has_native_bf16() else "float32"
+    assert LLMSettings(llm_dtype="auto").inference_dtype == auto
+    assert LLMSettings(llm_dtype="bfloat16").inference_dtype == "bfloat16"
+    with pytest.raises(ValidationError):
+        LLMSettings(llm_dtype="int4")
 
 
 def test_backend_setting_is_parsed() -> None:
@@ -388,10 +437,13 @@ class _FakeOpenAI(BaseHTTPRequestHandler):
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
         self.end_headers()
-        for word in self.reply.split(" "):
-            delta = {"index": 0, "delta": {"content": word + " "}, "finish_reason": None}
-            chunk = {**base, "object": "chat.completion.chunk", "choices": [delta]}
-            self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+        try:
+            for word in self.reply.split(" "):
+                delta = {"index": 0, "delta": {"content": word + " "}, "finish_reason": None}
+                chunk = {**base, "object": "chat.completion.chunk", "choices": [delta]}
+                self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+        except (BrokenPipeError, ConnectionResetError):  # the client stopped reading (sentence limit)
+            return
         last = {"index": 0, "delta": {}, "finish_reason": self.finish_reason}
         self.wfile.write(
             f"data: {json.dumps({**base, 'object': 'chat.completion.chunk', 'choices': [last]})}\n\n".encode()
@@ -444,3 +496,16 @@ def test_a_remote_reply_cut_off_at_the_limit_loses_its_unfinished_sentence(
     stream = writer.stream(messages)
     list(stream)
     assert stream.stats.truncated and stream.reply == "The reorder point for 85123A is 90 units."
+
+
+def test_a_remote_reply_keeps_only_its_first_sentences_when_asked(
+    fake_openai: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("langchain_openai", reason="langchain-openai==1.7.3 is not installed")
+    monkeypatch.setattr(_FakeOpenAI, "reply", "The reorder point for 85123A is 90 units. Order 40 now.")
+    writer = load_writer(LLMSettings(llm=f"openai:qwen2.5:0.5b@{fake_openai}"))
+    messages = build_messages("What is the reorder point for SKU 85123A?", [ROP])
+    first = "The reorder point for 85123A is 90 units."
+    assert writer.generate(messages, max_sentences=1) == first
+    stream = writer.stream(messages, max_sentences=1)
+    assert "".join(stream).strip() == first == stream.reply

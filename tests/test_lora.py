@@ -17,6 +17,7 @@ import torch
 from typer.testing import CliRunner
 
 from api.cli import app
+from forecasting.errors import InputError
 from llm.config import LLMSettings
 from llm.evaluate_llm import aggregate, score_answer, template_answer
 from llm.facts import as_facts
@@ -134,7 +135,7 @@ def test_prompt_tokens_are_masked_and_match_the_run_time_prompt(
 def test_a_few_steps_lower_the_loss_and_the_adapter_round_trips(
     base: LoadedModel, splits: dict[str, list[dict]], tmp_path: Path
 ) -> None:
-    fresh = load_model(LLMSettings(llm=str(base.checkpoint), llm_adapter="none"))
+    fresh = load_model(LLMSettings(llm=str(base.checkpoint), llm_adapter="none"), dtype="float32")
     config = LoraTrainingConfig(
         rank=4, alpha=8, dropout=0.0, steps=5, batch_size=2, lr=3e-3, seed=1, eval_every=5, eval_examples=2,
         threads=1,
@@ -153,13 +154,21 @@ def test_a_few_steps_lower_the_loss_and_the_adapter_round_trips(
     batch = encode_chat(base.tokenizer, record_messages(splits["test"][0]))
     with torch.inference_mode():
         trained = trainer.model_(**batch).logits
-        again = load_model(LLMSettings(llm=str(base.checkpoint), llm_adapter="none"))
+        again = load_model(LLMSettings(llm=str(base.checkpoint), llm_adapter="none"), dtype="float32")
         reloaded = apply_adapter(again.model, folder, merge=False).eval()
         assert torch.equal(reloaded(**batch).logits, trained)
-        merged = load_model(LLMSettings(llm=str(base.checkpoint), llm_adapter=str(folder)))
+        settings = LLMSettings(llm=str(base.checkpoint), llm_adapter=str(folder))
+        merged = load_model(settings, dtype="float32")
         assert torch.allclose(merged.model(**batch).logits, trained, atol=1e-4)
-        plain = base.model(**batch).logits
+        half = load_model(settings, dtype="bfloat16")  # merged in float32, then cast
+        assert half.info["dtype"] == "bfloat16" and half.model.dtype == torch.bfloat16
+        agree = half.model(**batch).logits.argmax(-1) == trained.argmax(-1)
+        assert agree.float().mean() > 0.9  # the same next token almost everywhere
+        plain = load_model(LLMSettings(llm=str(base.checkpoint), llm_adapter="none"), dtype="float32")
+        plain = plain.model(**batch).logits
     assert not torch.allclose(plain, trained, atol=1e-4)
+    with pytest.raises(InputError, match="float32"):
+        LoraTrainer(config, progress=False).fit(slice_, base=half)
 
 
 def test_training_config_rejects_bad_values() -> None:
