@@ -132,22 +132,19 @@ class TextStream:
         return self
 
     def __next__(self) -> str:
-        if not self.done:
-            for chunk in self._chunks:
+        for chunk in () if self.done else self._chunks:
+            if not chunk:
+                continue
+            so_far = self.text
+            end = sentence_end(so_far + chunk, self.max_sentences)
+            if end is not None:  # the limit is reached inside this chunk: keep its part, stop
+                chunk = chunk[: max(end - len(so_far), 0)].rstrip()
+                self.close()
+                self.done = True
                 if not chunk:
-                    continue
-                so_far = self.text
-                end = sentence_end(so_far + chunk, self.max_sentences)
-                if end is not None:  # the limit is reached inside this chunk: keep its part, stop
-                    chunk = chunk[: max(end - len(so_far), 0)].rstrip()
-                    self.close()
-                    self.done = True
-                    if chunk:
-                        self._parts.append(chunk)
-                        return chunk
                     break
-                self._parts.append(chunk)
-                return chunk
+            self._parts.append(chunk)
+            return chunk
         self.done = True
         raise StopIteration
 
