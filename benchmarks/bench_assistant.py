@@ -51,11 +51,12 @@ def main() -> None:
         ask_ms.append(answer["latency_ms"])
         fallback.append(bool(answer["guard"]["fallback_used"]))
         t = time.perf_counter()
-        for event in assistant.stream(item["question"]):
+        events = assistant.stream(item["question"])
+        for event in events:
             if event["type"] == "token":
                 first_ms.append((time.perf_counter() - t) * 1000)
                 break
-        # the generator is left unfinished on purpose: closing it stops generation (first token only)
+        events.close()  # first token only: closing the stream stops the generation
 
     def pct(values: list[float], q: float) -> float | None:
         return round(float(np.percentile(values, q)), 1) if values else None
@@ -72,6 +73,7 @@ def main() -> None:
         "fallback_rate": round(float(np.mean(fallback)), 3) if fallback else None,
         "writer": getattr(assistant.writer, "name", type(assistant.writer).__name__),
         "threads": getattr(assistant.writer, "threads", None),
+        "precision": getattr(getattr(assistant.writer, "loaded", None), "info", {}).get("dtype"),
         "load_average": [round(x, 2) for x in os.getloadavg()],
         "warm_answer": warm["answer"][:200],
     }

@@ -69,6 +69,7 @@ def phase(name: str, models_dir: Path, tokens: int, threads: int | None, repeat:
         "phase": name,
         "load_seconds": round(time.perf_counter() - started, 2),
         "converted": loaded.converted,
+        "precision": loaded.info["dtype"],
         "load_threads": torch.get_num_threads(),
     }
     if name == "cached":

@@ -315,7 +315,7 @@ def evaluate(
                     raise InputError(
                         "no LoRA adapter: train one with `stockpilot train-llm` or give --adapter"
                     )
-            # the adapter is merged into the float32 weights before the cast to the inference dtype
+            # the adapter is merged into the float32 weights before they are set to the inference precision
             loaded = load_model(plain, adapter=Path(folder) if folder else False)
             identity = f"{loaded.source}:{loaded.checkpoint.name}"
             if loaded.info["dtype"] != "float32":

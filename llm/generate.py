@@ -408,7 +408,12 @@ class LocalWriter(Writer):
             if errors:
                 raise errors[0]
 
-        return TextStream(chunks(), stats, on_close=cancel.set, max_sentences=max_sentences)
+        def stop() -> None:
+            """Cancel at the next decoding step and wait for it: no generation outlives its stream."""
+            cancel.set()
+            thread.join(timeout=60)
+
+        return TextStream(chunks(), stats, on_close=stop, max_sentences=max_sentences)
 
 
 class _SentenceLimit:

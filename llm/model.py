@@ -194,10 +194,10 @@ def load_model(
     """Load the configured local model (base + LoRA adapter when one is present), fresh each call.
 
     `adapter=True` resolves the adapter from settings; `False`/`None` skips it; a path forces that one.
-    The adapter is merged into the float32 weights, then the model is cast to `dtype` (default: the
-    settings' `inference_dtype`); `info["dtype"]` records it.
+    The adapter is merged into the float32 weights, then the model is prepared for `dtype` (default: the
+    settings' `inference_dtype`; see `llm.precision`); `info["dtype"]` records it.
     """
-    import torch
+    from llm.precision import PRECISIONS, set_precision
 
     settings = settings or get_llm_settings()
     started = time.perf_counter()
@@ -208,9 +208,9 @@ def load_model(
         loaded.model.eval()
         loaded.adapter = Path(adapter_path)
     dtype = dtype or settings.inference_dtype
-    if dtype not in ("float32", "bfloat16"):
-        raise LLMConfigError(f"unsupported model dtype {dtype!r}: use float32 or bfloat16")
-    loaded.model = loaded.model.to(getattr(torch, dtype))
+    if dtype not in PRECISIONS:
+        raise LLMConfigError(f"unsupported model dtype {dtype!r}: use {', '.join(PRECISIONS)}")
+    loaded.model = set_precision(loaded.model, dtype)
     loaded.info["dtype"] = dtype
     loaded.load_seconds = time.perf_counter() - started
     return loaded

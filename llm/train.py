@@ -231,9 +231,10 @@ class LoraTrainer:
             random.seed(cfg.seed)
             torch.manual_seed(cfg.seed)
             base = base or self._load_base()
-            if base.model.dtype != torch.float32:
+            dtypes = {p.dtype for p in base.model.parameters()}
+            if dtypes != {torch.float32}:
                 raise InputError(
-                    f"LoRA training needs float32 weights, the base model is {base.model.dtype}: "
+                    f"LoRA training needs float32 weights, the base model has {sorted(map(str, dtypes))}: "
                     "load it with load_model(..., dtype='float32')"
                 )
             tokenizer = base.tokenizer
