@@ -4,7 +4,8 @@ Decoding one token with a 135M model on 2 CPU cores is bound by reading the weig
 bfloat16 makes it faster. Casting the whole model (`bfloat16`) also runs the residual stream, the norms,
 attention and the logits in bfloat16, and those rounding errors pile up over 30 layers and change greedy
 outputs noticeably. `mixed` stores only the weights of the linear layers in bfloat16: their inputs are
-rounded to bfloat16 for the product (accumulated in float32 by oneDNN), and everything else stays float32.
+rounded to bfloat16 for the product (accumulated in float32 by oneDNN, returned in bfloat16 and widened
+again), and everything else stays float32.
 The bundled weights are 4-bit (GGUF Q4_1) to begin with, so rounding them to bfloat16's 8-bit mantissa
 changes them by far less than their quantisation already did.
 
@@ -41,8 +42,8 @@ class BFloat16Linear(nn.Module):
 class InputMajorHead(nn.Module):
     """The output projection with its weight stored transposed (in_features x vocabulary), contiguous.
 
-    Same float32 numbers as the nn.Linear it replaces (logits differ by summation order only, about 1e-6),
-    at half the time per decoding step on CPU. `weight` is the usual (vocabulary x in_features) view.
+    Same float32 numbers as the nn.Linear it replaces (logits differ by summation order only, below 1e-5),
+    in half the time per decoding step on CPU. `weight` is the usual (vocabulary x in_features) view.
     """
 
     def __init__(self, linear: nn.Linear) -> None:
