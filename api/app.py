@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from api.config import APISettings, get_api_settings
-from api.deps import ActiveRun
+from api.deps import ActiveRun, assistant_for
 from api.jobs import JobRunner
 from api.metrics import APIMetrics, MetricsMiddleware
 from api.routers import chat, forecast, health, jobs, kpis, metrics, recommendations, reports
@@ -44,6 +46,19 @@ def _index_after_activation(active_run: ActiveRun) -> None:
         log.exception("updating the knowledge index failed")
 
 
+def _warm_up(state: Any) -> None:
+    """Build the assistant over the active run and load its models, so the first chat does not wait."""
+    try:
+        book = state.active_run.get()
+        if book is None:
+            return
+        started = time.perf_counter()
+        assistant_for(state, book).warm_up()
+        log.info("assistant ready in %.1f s", time.perf_counter() - started)
+    except Exception:  # the first chat request loads them instead, and reports what fails
+        log.exception("warming up the assistant failed")
+
+
 def _start_scheduler(app: FastAPI):
     """The weekly report job (api.scheduler) unless STOCKPILOT_API_SCHEDULER=false."""
     if not app.state.settings.api_scheduler:
@@ -62,7 +77,12 @@ async def lifespan(app: FastAPI):
     except Exception:
         log.exception("loading the active run failed")
     state.scheduler = _start_scheduler(app)
+    if state.settings.api_warm_up:
+        state.warm_up = threading.Thread(target=_warm_up, args=(state,), name="stockpilot-warm-up")
+        state.warm_up.start()
     yield
+    if state.warm_up is not None:
+        state.warm_up.join()  # never leave a model half-loaded behind a stopped app
     if state.scheduler is not None:
         state.scheduler.shutdown(wait=False)
     state.jobs.shutdown()
@@ -87,6 +107,7 @@ def create_app(settings: APISettings | None = None, store: ResultsStore | None =
     state.active_run = ActiveRun(store)
     state.assistant = None
     state.assistant_lock = threading.Lock()
+    state.warm_up = None
     state.jobs = JobRunner(
         store, settings.api_retrain_margin, on_activate=lambda: _index_after_activation(state.active_run)
     )

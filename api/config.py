@@ -24,6 +24,8 @@ class APISettings(BaseSettings):
     - `STOCKPILOT_API_RETRAIN_MARGIN`: a retrained run is activated only when its `auto` RMSSE is at most
       (1 + margin) x the active run's and below seasonal naive's in the same backtest.
     - `STOCKPILOT_API_SCHEDULER=false`: do not start the weekly report job (api.scheduler) with the app.
+    - `STOCKPILOT_API_WARM_UP=false`: do not build the assistant and load its models in the background at
+      start-up; the first chat request then waits for them (about 10 s on 2 cores).
     """
 
     model_config = SettingsConfigDict(env_prefix="STOCKPILOT_", extra="ignore")
@@ -38,6 +40,7 @@ class APISettings(BaseSettings):
     api_max_history_periods: int = Field(520, ge=1)
     api_retrain_margin: float = Field(0.05, ge=0)
     api_scheduler: bool = True
+    api_warm_up: bool = True
 
     @property
     def key_file(self) -> Path:

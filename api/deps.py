@@ -176,11 +176,15 @@ def check_sku(book: FactBook, sku: str) -> str:
 
 
 def get_assistant(request: Request, book: FactBook = Depends(get_book)) -> Any:
-    """Dependency: the assistant over the active run. Built on first use (the intent model trains and the
-    index loads), rebuilt when the active run changes, keeping the loaded language model."""
+    """Dependency: the assistant over the active run (see `assistant_for`)."""
+    return assistant_for(request.app.state, book)
+
+
+def assistant_for(state: Any, book: FactBook) -> Any:
+    """The app's assistant over `book`. Built on first use (the intent model trains and the index loads)
+    or at start-up by the warm-up, rebuilt when the active run changes, keeping the loaded language model."""
     from llm.assistant import Assistant
 
-    state = request.app.state
     with state.assistant_lock:
         current = state.assistant
         if current is None or current.factbook.run_id != book.run_id:

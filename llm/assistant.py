@@ -34,7 +34,7 @@ from llm.facts import Fact
 from llm.guard import check_numbers, guarded_generate, leaks_prompt, mention_matches
 from llm.intents import classify, get_classifier
 from llm.numbers import extract_numbers
-from llm.prompts import MAX_QUESTION_CHARS, PROMPT_SECRETS, Snippet, build_messages
+from llm.prompts import MAX_QUESTION_CHARS, PROMPT_SECRETS, SYSTEM_PROMPT, Snippet, build_messages
 from llm.sessions import SessionStore, new_session_id
 from llm.tools import ToolResult, run_tool
 
@@ -183,6 +183,14 @@ class Assistant:
 
             self._writer = get_writer()
         return self._writer
+
+    def warm_up(self) -> None:
+        """Load what the first question would wait for: the query embedder (one retrieval) and, when the
+        model writes the answers, the writer (a local one also caches its system turn, see LocalWriter)."""
+        self.prepare("What does safety stock mean?")
+        warm_up = getattr(self.writer, "warm_up", None) if self.use_model else None
+        if warm_up is not None:
+            warm_up(SYSTEM_PROMPT)
 
     # ---------------------------------------------------------------- preparation (no generation)
     def prepare(self, question: str, session_id: str | None = None) -> Prepared:

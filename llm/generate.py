@@ -295,6 +295,10 @@ class LocalWriter(Writer):
             return None
         return copy.deepcopy(cache)
 
+    def warm_up(self, system_prompt: str) -> None:
+        """One token for a prompt with `system_prompt`: caches the system turn and readies the kernels."""
+        self.complete([{"role": "system", "content": system_prompt}, {"role": "user", "content": "Hi"}], 1)
+
     def _generate_kwargs(
         self, inputs: dict[str, Any], max_new_tokens: int | None, max_sentences: int | None = None
     ) -> dict[str, Any]:

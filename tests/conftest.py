@@ -72,6 +72,7 @@ def home_env(home: Path, model_dir: str, **env: str):
         mp.setenv("STOCKPILOT_MODEL_DIR", model_dir)
         mp.setenv("STOCKPILOT_THREADS", "1")  # the tests share 2 busy cores
         mp.delenv("STOCKPILOT_API_KEY", raising=False)
+        mp.setenv("STOCKPILOT_API_WARM_UP", "false")  # models load when a test asks (one test checks warm-up)
         for key, value in env.items():
             mp.setenv(key, value)
         for cache in caches:

@@ -234,6 +234,21 @@ def test_backtest_gate_on_real_metrics(book):
     assert backtest_gate(worse, metrics, "auto", 0.25)["rmsse_new"] == pytest.approx(gate["rmsse_new"])
 
 
+def test_app_warms_the_assistant_up_at_start(client):
+    from llm.prompts import SYSTEM_PROMPT
+
+    app = create_app(APISettings(api_warm_up=True, api_scheduler=False))
+    with TestClient(app) as warm:
+        app.state.warm_up.join(timeout=600)
+        assistant = app.state.assistant
+        assert assistant is not None and assistant.factbook.run_id == active_run_id()
+        assert SYSTEM_PROMPT in assistant._writer._prefixes  # the model is loaded, its system turn cached
+        warm.headers["X-API-Key"] = app.state.api_keys[0]
+        r = warm.post("/chat", json={"question": f"How many {SKU} will we sell next week?"})
+        assert r.status_code == 200 and app.state.assistant is assistant  # served by the warmed-up one
+    assert not app.state.warm_up.is_alive()
+
+
 def test_chat_answers_with_facts_and_streams(client):
     r = client.post("/chat", json={"question": f"How many {SKU} will we sell next week?"})
     assert r.status_code == 200
