@@ -234,7 +234,7 @@ def test_backtest_gate_on_real_metrics(book):
     assert backtest_gate(worse, metrics, "auto", 0.25)["rmsse_new"] == pytest.approx(gate["rmsse_new"])
 
 
-def test_app_warms_the_assistant_up_at_start(client):
+def test_app_warms_the_assistant_up_at_start():
     from llm.prompts import SYSTEM_PROMPT
 
     app = create_app(APISettings(api_warm_up=True, api_scheduler=False))
