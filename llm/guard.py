@@ -240,10 +240,9 @@ def guarded_generate(
     """Generate, check numbers, regenerate once with a stricter instruction, else use `fallback(facts)`.
 
     `writer` is any object with `generate(messages, max_new_tokens, max_sentences)` (see
-    `llm.generate.Writer`). An empty
-    reply counts as a failed attempt, and so does one that repeats the rules or the prompt's own headings
-    (`secrets`, by default `llm.prompts.PROMPT_SECRETS`). The fallback text is checked too (it should pass
-    by construction).
+    `llm.generate.Writer`). An empty reply counts as a failed attempt, and so does one that repeats the
+    rules or the prompt's own headings (`secrets`, by default `llm.prompts.PROMPT_SECRETS`). The fallback
+    text is checked too (it should pass by construction).
     """
     from llm.prompts import PROMPT_SECRETS, stricter_messages
 
