@@ -11,7 +11,7 @@ prints a table, or JSON with --json. JSON shapes (every one also carries "run_id
   "customer_id", "frequency", "recency", "T", "p_alive", "expected_purchases", "expected_spend",
   "expected_value"}]}  (store: customer_clv)
 - churn: {"as_of", "horizon_days", "model", "validation": {"cutoff", "customers", "churn_rate", "roc_auc",
-  "pr_auc", "training_cutoffs", "n_train", ...}, "feature_importances": {feature: share},
+  "roc_auc_ci95", "pr_auc", "training_cutoffs", "n_train", ...}, "feature_importances": {feature: share},
   "customers_scored", "expected_churn_rate", "customers": [{"customer_id", "recency_days", "frequency",
   "monetary", "spend_last_90d", "churn_probability", "value_at_risk"}]}  (store: customer_churn)
 - recommend --sku S: {"method", "n", "sku", "description", "buyers", "similar": [{"sku", "description",
@@ -286,10 +286,11 @@ def churn_cmd(
     if json_out:
         print_json(result)
         return
+    lo, hi = metrics["roc_auc_ci95"]
     console.print(
         f"validation (fit before {metrics['cutoff']}, next {horizon_days} days held out): "
-        f"ROC AUC {metrics['roc_auc']:.3f}, PR AUC {metrics['pr_auc']:.3f}, "
-        f"churn rate {metrics['churn_rate']:.1%}"
+        f"ROC AUC {metrics['roc_auc']:.3f} (95% interval {lo:.3f}-{hi:.3f}), "
+        f"PR AUC {metrics['pr_auc']:.3f}, churn rate {metrics['churn_rate']:.1%}"
     )
     imp = model.feature_importances_.head(5)
     console.print("top features: " + ", ".join(f"{k} {v:.2f}" for k, v in imp.items()))

@@ -249,6 +249,8 @@ def test_churn_time_split(tx):
     result = evaluate_churn(tx, CUTOFF)
     m = result.metrics
     assert m["roc_auc"] > 0.65
+    lo, hi = m["roc_auc_ci95"]
+    assert lo < m["roc_auc"] < hi and 0.005 < hi - lo < 0.15
     assert m["pr_auc"] > m["churn_rate"]  # better than a random ranking
     assert all(pd.Timestamp(c) + pd.Timedelta(days=90) <= pd.Timestamp(CUTOFF) for c in m["training_cutoffs"])
     imp = result.model.feature_importances_
