@@ -37,13 +37,15 @@ class LLMSettings(BaseSettings):
       threads against 1 cut the assistant's answer p50 from 4.2 to 3.3 s; on a machine kept busy by other
       work set 1 (OpenMP threads spin-waiting for a busy core made decoding several times slower there).
     - `STOCKPILOT_LLM_DTYPE`: precision of local generation (see `llm.precision`): `auto` (the default:
-      `mixed` on CPUs with native bf16 arithmetic, AVX512-BF16 or AMX, else `float32`), `float32`,
-      `mixed` (bfloat16 weights in the linear layers, float32 everywhere else) or `bfloat16` (everything).
-      Decoding a 135M model on 2 cores is bound by reading the weights: `mixed` answered the assistant's
-      questions about 27% faster than float32 and changed 0.17% of next tokens under teacher forcing on
-      the LoRA test split (`bfloat16`: 0.51%). Those flips cost some answers: the shipped adapter's
-      fallback rate on 108 eval-llm examples was 20.4% against 13.9% in float32; the guard keeps the
-      numbers right either way. Adapters are merged in float32 first; training is float32.
+      `mixed-float16` on CPUs with native bf16 arithmetic, AVX512-BF16 or AMX, else `float32`),
+      `float32`, `mixed` (bfloat16 weights in the linear layers, float32 everywhere else),
+      `mixed-float16` (`mixed` for the prompt, float16 products for each decoded token) or `bfloat16`
+      (everything). Decoding a 135M model on 2 cores is bound by reading the weights. On the shipped
+      adapter's 108 eval-llm examples the fallback rate / raw number precision were 13.9% / 0.956 in
+      float32, 20.4% / 0.944 in `mixed` (its bfloat16 rounding flips some copied digits) and 15.7% / 0.956
+      in `mixed-float16`, which also decoded fastest (20 tokens/s against 12 in float32); the guard keeps
+      the numbers right in all. Adapters are merged
+      in float32 first; training is float32.
     """
 
     model_config = SettingsConfigDict(env_prefix="STOCKPILOT_", extra="ignore")
@@ -54,7 +56,7 @@ class LLMSettings(BaseSettings):
     llm_max_new_tokens: int = 160
     llm_timeout: float = 60.0
     llm_threads: int | None = None
-    llm_dtype: Literal["float32", "bfloat16", "mixed", "auto"] = "auto"
+    llm_dtype: Literal["float32", "bfloat16", "mixed", "mixed-float16", "auto"] = "auto"
     threads: int | None = None
 
     @property
@@ -64,10 +66,10 @@ class LLMSettings(BaseSettings):
 
     @property
     def inference_dtype(self) -> str:
-        """`float32`, `bfloat16` or `mixed`: the precision of local generation (see the class docstring)."""
+        """The precision of local generation, one of `llm.precision.PRECISIONS` (see the class docstring)."""
         if self.llm_dtype != "auto":
             return self.llm_dtype
-        return "mixed" if cpu_has_native_bf16() else "float32"
+        return "mixed-float16" if cpu_has_native_bf16() else "float32"
 
     @property
     def models_path(self) -> Path:

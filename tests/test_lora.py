@@ -167,10 +167,11 @@ def test_a_few_steps_lower_the_loss_and_the_adapter_round_trips(
         mixed = load_model(settings, dtype="mixed")  # merged in float32, then the linear weights rounded
         agree = mixed.model(**batch).logits.argmax(-1) == trained.argmax(-1)
         assert agree.float().mean() > 0.95
+        fast = load_model(settings, dtype="mixed-float16")
         plain = load_model(LLMSettings(llm=str(base.checkpoint), llm_adapter="none"), dtype="float32")
         plain = plain.model(**batch).logits
     assert not torch.allclose(plain, trained, atol=1e-4)
-    for rounded in (half, mixed):
+    for rounded in (half, mixed, fast):
         with pytest.raises(InputError, match="float32"):
             LoraTrainer(config, progress=False).fit(slice_, base=rounded)
 
