@@ -254,6 +254,8 @@ def roc_auc_interval(
         i = rng.integers(0, len(y), len(y))
         if y[i].min() != y[i].max():
             aucs.append(roc_auc_score(y[i], score[i]))
+    if not aucs:  # a handful of customers: every resample held a single class
+        return float("nan"), float("nan")
     tail = 100 * (1 - level) / 2
     lo, hi = np.percentile(aucs, [tail, 100 - tail])
     return float(lo), float(hi)
