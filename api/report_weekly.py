@@ -662,7 +662,10 @@ def fallback_summary(facts: Sequence[Any]) -> str:
 
 
 def write_summary(report: WeeklyReport, writer: Any = None, max_new_tokens: int = 120) -> None:
-    """Set `report.summary` from the language model through the number guard (fallback: the facts)."""
+    """Set `report.summary` from the language model through the number guard (fallback: the facts); a
+    local model copies its numbers from the facts (`llm.copying`, `STOCKPILOT_LLM_COPY_NUMBERS`)."""
+    from llm.config import get_llm_settings
+    from llm.copying import NumberForms
     from llm.facts import as_facts
     from llm.guard import guarded_generate
     from llm.prompts import build_messages
@@ -673,6 +676,9 @@ def write_summary(report: WeeklyReport, writer: Any = None, max_new_tokens: int 
 
         writer = get_writer()
     messages = build_messages(SUMMARY_QUESTION, facts)
+    numbers = None
+    if get_llm_settings().llm_copy_numbers:
+        numbers = NumberForms.from_facts(facts, [SUMMARY_QUESTION], [m["content"] for m in messages])
     answer = guarded_generate(
         writer,
         messages,
@@ -680,6 +686,7 @@ def write_summary(report: WeeklyReport, writer: Any = None, max_new_tokens: int 
         fallback=fallback_summary,
         question=SUMMARY_QUESTION,
         max_new_tokens=max_new_tokens,
+        numbers=numbers,
     )
     report.summary = answer.text
     report.summary_check = answer.to_dict()

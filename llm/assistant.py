@@ -23,12 +23,13 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from forecasting.errors import InputError
 from llm import templates
+from llm.copying import NumberForms
 from llm.entities import Entities, resolve
 from llm.facts import Fact
 from llm.guard import check_numbers, guarded_generate, leaks_prompt, mention_matches
@@ -133,6 +134,12 @@ def fact_texts(facts: list[Fact]) -> str:
     )
 
 
+def number_forms(facts: Sequence[Fact], messages: Sequence[dict[str, str]]) -> NumberForms:
+    """The numbers the writer may copy (see `llm.copying`): the facts' forms and the numbers the guard
+    accepts from `fact_texts`, plus product codes written in the prompt."""
+    return NumberForms.from_facts(facts, [fact_texts(list(facts))], [m["content"] for m in messages])
+
+
 def clean_snippet(text: str) -> str:
     """A retrieved passage without sentences that look like instructions to the assistant."""
     sentences = re.split(r"(?<=[.!?\n])\s+", text)
@@ -149,7 +156,9 @@ class Assistant:
     guard tries before the plain sentence: 0 by default, because with the bundled 135M model most rejected
     answers failed again (eval-assistant: 85% of model answers fell back with one retry) and each retry
     doubles the latency; set 1 for a stronger (e.g. LoRA-tuned or remote) model. `max_sentences` is how
-    many sentences the model may write (see MAX_SENTENCES; None: up to `max_new_tokens`).
+    many sentences the model may write (see MAX_SENTENCES; None: up to `max_new_tokens`). `copy_numbers`
+    lets a local model write only numbers copied from the facts (`llm.copying`; default: the setting
+    `STOCKPILOT_LLM_COPY_NUMBERS`, on).
     """
 
     def __init__(
@@ -163,8 +172,10 @@ class Assistant:
         retries: int = RETRIES,
         use_model: bool = True,
         max_sentences: int | None = MAX_SENTENCES,
+        copy_numbers: bool | None = None,
     ) -> None:
         from forecasting.factbook import FactBook
+        from llm.config import get_llm_settings
 
         self.factbook = factbook if factbook is not None else FactBook.from_store(store)
         self.retriever = retriever if retriever is not None else default_retriever()
@@ -173,6 +184,7 @@ class Assistant:
         self.max_new_tokens = max_new_tokens
         self.max_sentences = max_sentences
         self.retries = retries
+        self.copy_numbers = get_llm_settings().llm_copy_numbers if copy_numbers is None else copy_numbers
         self.use_model = use_model
         get_classifier()  # train the intent model now, not during the first question
 
@@ -316,6 +328,7 @@ class Assistant:
                 max_new_tokens=self.max_new_tokens,
                 retries=self.retries,
                 max_sentences=self.max_sentences,
+                numbers=self._numbers(prepared),
             )
             text = result.text
             guard.update(
@@ -346,7 +359,11 @@ class Assistant:
             text = prepared.direct
             yield {"type": "token", "text": text}
         else:
-            with self.writer.stream(prepared.messages, self.max_new_tokens, self.max_sentences) as chunks:
+            numbers = self._numbers(prepared)
+            extra = {} if numbers is None else {"numbers": numbers}
+            with self.writer.stream(
+                prepared.messages, self.max_new_tokens, self.max_sentences, **extra
+            ) as chunks:
                 for chunk in chunks:
                     yield {"type": "token", "text": chunk}
                 text = chunks.reply
@@ -368,6 +385,9 @@ class Assistant:
         answer = self._finish(prepared, text, guard, started, session_id)
         answer["replaced_stream"] = replaced
         yield {"type": "answer", "answer": answer}
+
+    def _numbers(self, prepared: Prepared) -> NumberForms | None:
+        return number_forms(prepared.facts, prepared.messages) if self.copy_numbers else None
 
     @staticmethod
     def grounded(text: str, prepared: Prepared) -> bool:

@@ -46,6 +46,8 @@ class LLMSettings(BaseSettings):
       in `mixed-float16`, which also decoded fastest (20 tokens/s against 12 in float32); the guard keeps
       the numbers right in all. Adapters are merged
       in float32 first; training is float32.
+    - `STOCKPILOT_LLM_COPY_NUMBERS`: `true` (default) lets a local model write only numbers copied from
+      the facts it was given (`llm.copying`); the guard still checks every answer.
     """
 
     model_config = SettingsConfigDict(env_prefix="STOCKPILOT_", extra="ignore")
@@ -57,6 +59,7 @@ class LLMSettings(BaseSettings):
     llm_timeout: float = 60.0
     llm_threads: int | None = None
     llm_dtype: Literal["float32", "bfloat16", "mixed", "mixed-float16", "auto"] = "auto"
+    llm_copy_numbers: bool = True
     threads: int | None = None
 
     @property

@@ -34,7 +34,7 @@ from typing import Any
 
 from forecasting.errors import InputError
 from forecasting.io import atomic_write_text
-from llm.assistant import RETRIES, fact_texts
+from llm.assistant import RETRIES, fact_texts, number_forms
 from llm.facts import Fact, as_facts
 from llm.generate import Generation, GenerationStats
 from llm.guard import check_numbers, guarded_generate, mention_matches
@@ -191,12 +191,16 @@ class CachedWriter:
         messages: Sequence[Mapping[str, str]],
         max_new_tokens: int | None = None,
         max_sentences: int | None = None,
+        numbers: Any = None,
     ) -> str:
         identity = self.identity + (f":sentences={max_sentences}" if max_sentences else "")
+        if numbers is not None:
+            identity += f":copy={hash_forms(numbers)}"
         key = self.cache.key(identity, messages, max_new_tokens)
         row = self.cache.get(key)
         if row is None:
-            self.cache.put(key, self.writer.complete(messages, max_new_tokens, max_sentences))
+            generation = self.writer.complete(messages, max_new_tokens, max_sentences, numbers=numbers)
+            self.cache.put(key, generation)
             row = self.cache.get(key)
         self.new_tokens += int(row["new_tokens"] or 0)
         self.seconds += float(row["seconds"])
@@ -206,6 +210,12 @@ class CachedWriter:
     @property
     def tokens_per_second(self) -> float | None:
         return round(self.new_tokens / self.seconds, 2) if self.seconds > 0 else None
+
+
+def hash_forms(forms: Any) -> str:
+    """A short digest of `NumberForms`, so constrained generations are cached apart."""
+    blob = json.dumps([sorted(forms.plain), sorted(forms.percent)])
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:12]
 
 
 def template_answer(record: Mapping[str, Any]) -> str:
@@ -337,9 +347,11 @@ def evaluate(
                 used_fallback = False
             else:
                 raw = writer.generate(messages, max_new_tokens).strip()
+                numbers = number_forms(facts, messages) if settings.llm_copy_numbers else None
                 answer = guarded_generate(
                     writer, messages, facts, fallback=lambda _f, text=fallback: text,
                     question=fact_texts(facts), max_new_tokens=max_new_tokens, retries=RETRIES,
+                    numbers=numbers,
                 )  # fmt: skip
                 guarded, used_fallback = answer.text, answer.fallback_used
             raw_scores.append(score_answer(raw, record["output"], facts, question, scorer))

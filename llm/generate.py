@@ -2,7 +2,9 @@
 
 `Writer.generate(messages)` returns the whole answer (less an unfinished last sentence when the token limit
 cut it off); `Writer.stream(messages)` yields it in chunks. `max_sentences` ends a reply after that many
-sentences: local generation stops there instead of spending tokens the caller would drop. Local generation
+sentences: local generation stops there instead of spending tokens the caller would drop. `numbers` (a
+`llm.copying.NumberForms`) restricts the numbers a local model may write to copies of the facts; remote
+models ignore it (the guard still checks them). Local generation
 is greedy (deterministic for a given prompt and thread count) and serialised by a lock, since two
 generations at once on a small CPU only slow each other down. It uses `threads` torch threads while it runs
 (see `LLMSettings.generation_threads`) and restores the previous count afterwards.
@@ -27,6 +29,7 @@ from llm.config import Backend, LLMSettings, get_llm_settings
 if TYPE_CHECKING:
     from langchain_core.language_models import BaseChatModel
 
+    from llm.copying import NumberForms
     from llm.model import LoadedModel
 
 Message = dict[str, str]
@@ -183,6 +186,7 @@ class Writer(ABC):
         messages: Sequence[Message],
         max_new_tokens: int | None = None,
         max_sentences: int | None = None,
+        numbers: NumberForms | None = None,
     ) -> Generation:
         """The whole reply with statistics."""
 
@@ -192,6 +196,7 @@ class Writer(ABC):
         messages: Sequence[Message],
         max_new_tokens: int | None = None,
         max_sentences: int | None = None,
+        numbers: NumberForms | None = None,
     ) -> TextStream:
         """The reply as text chunks, as they are produced."""
 
@@ -200,9 +205,10 @@ class Writer(ABC):
         messages: Sequence[Message],
         max_new_tokens: int | None = None,
         max_sentences: int | None = None,
+        numbers: NumberForms | None = None,
     ) -> str:
         """The reply as text (greedy, so the same prompt gives the same text; see `Generation.reply`)."""
-        return self.complete(messages, max_new_tokens, max_sentences).reply
+        return self.complete(messages, max_new_tokens, max_sentences, numbers=numbers).reply
 
 
 def encode_chat(tokenizer: Any, messages: Sequence[Message]) -> dict[str, Any]:
@@ -232,6 +238,7 @@ class LocalWriter(Writer):
     The system turn is the same for every question, so its keys and values are computed once (per system
     text, a few kept) and every generation starts from a copy of them: prefill covers only the user turn.
     The prefix is used only when its token ids are exactly the start of the prompt's ids.
+    `copy_margin`: see `llm.copying.NumberCopyProcessor` (None: its default).
     """
 
     PREFIXES_KEPT = 4
@@ -242,6 +249,7 @@ class LocalWriter(Writer):
         max_new_tokens: int = 160,
         threads: int | None = None,
         repetition_penalty: float | None = None,
+        copy_margin: float | None = None,
     ) -> None:
         self.loaded = loaded
         self.model = loaded.model
@@ -250,6 +258,7 @@ class LocalWriter(Writer):
         self.max_new_tokens = max_new_tokens
         self.threads = threads
         self.repetition_penalty = repetition_penalty
+        self.copy_margin = copy_margin
         self._lock = threading.Lock()
         self._prefixes: dict[str, tuple[list[int], Any]] = {}
 
@@ -300,9 +309,15 @@ class LocalWriter(Writer):
         self.complete([{"role": "system", "content": system_prompt}, {"role": "user", "content": "Hi"}], 1)
 
     def _generate_kwargs(
-        self, inputs: dict[str, Any], max_new_tokens: int | None, max_sentences: int | None = None
+        self,
+        inputs: dict[str, Any],
+        max_new_tokens: int | None,
+        max_sentences: int | None = None,
+        numbers: NumberForms | None = None,
     ) -> dict[str, Any]:
-        from transformers import StoppingCriteriaList
+        from transformers import LogitsProcessorList, StoppingCriteriaList
+
+        from llm.copying import copy_constraint
 
         kwargs: dict[str, Any] = dict(
             inputs,
@@ -315,8 +330,12 @@ class LocalWriter(Writer):
             pad_token_id=self.tokenizer.pad_token_id,
             stopping_criteria=StoppingCriteriaList(),
         )
+        prompt_len = int(inputs["input_ids"].shape[1])
+        if numbers is not None:
+            kwargs["logits_processor"] = LogitsProcessorList(
+                copy_constraint(self.tokenizer, numbers, prompt_len, self.copy_margin)
+            )
         if max_sentences:
-            prompt_len = int(inputs["input_ids"].shape[1])
             kwargs["stopping_criteria"].append(_SentenceLimit(self.tokenizer, prompt_len, max_sentences))
         if self.repetition_penalty:
             kwargs["repetition_penalty"] = self.repetition_penalty
@@ -327,6 +346,7 @@ class LocalWriter(Writer):
         messages: Sequence[Message],
         max_new_tokens: int | None = None,
         max_sentences: int | None = None,
+        numbers: NumberForms | None = None,
     ) -> Generation:
         import torch
 
@@ -334,7 +354,7 @@ class LocalWriter(Writer):
         prompt_len = int(inputs["input_ids"].shape[1])
         with self._lock, self.torch_threads(), torch.inference_mode():
             started = time.perf_counter()
-            kwargs = self._generate_kwargs(inputs, max_new_tokens, max_sentences)
+            kwargs = self._generate_kwargs(inputs, max_new_tokens, max_sentences, numbers)
             kwargs["past_key_values"] = self._system_prefix(messages, inputs["input_ids"])
             output = self.model.generate(**kwargs)
             seconds = time.perf_counter() - started
@@ -358,6 +378,7 @@ class LocalWriter(Writer):
         messages: Sequence[Message],
         max_new_tokens: int | None = None,
         max_sentences: int | None = None,
+        numbers: NumberForms | None = None,
     ) -> TextStream:
         import torch
         from transformers import StoppingCriteria, TextIteratorStreamer
@@ -383,7 +404,7 @@ class LocalWriter(Writer):
                 return torch.full((input_ids.shape[0],), cancel.is_set(), dtype=torch.bool)
 
         streamer = _Streamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
-        kwargs = self._generate_kwargs(inputs, max_new_tokens, max_sentences)
+        kwargs = self._generate_kwargs(inputs, max_new_tokens, max_sentences, numbers)
         kwargs["streamer"] = streamer
         kwargs["stopping_criteria"].append(_Cancel())
 
@@ -462,6 +483,7 @@ class ChatModelWriter(Writer):
         messages: Sequence[Message],
         max_new_tokens: int | None = None,
         max_sentences: int | None = None,
+        numbers: NumberForms | None = None,
     ) -> Generation:
         started = time.perf_counter()
         reply = self._model(max_new_tokens).invoke(self.to_langchain(messages))
@@ -477,6 +499,7 @@ class ChatModelWriter(Writer):
         messages: Sequence[Message],
         max_new_tokens: int | None = None,
         max_sentences: int | None = None,
+        numbers: NumberForms | None = None,
     ) -> TextStream:
         stats = GenerationStats()
         model = self._model(max_new_tokens)

@@ -236,13 +236,15 @@ def guarded_generate(
     retries: int = 1,
     secrets: Iterable[str] | None = None,
     max_sentences: int | None = None,
+    numbers: Any = None,
 ) -> GuardedAnswer:
     """Generate, check numbers, regenerate once with a stricter instruction, else use `fallback(facts)`.
 
     `writer` is any object with `generate(messages, max_new_tokens, max_sentences)` (see
-    `llm.generate.Writer`). An empty reply counts as a failed attempt, and so does one that repeats the
-    rules or the prompt's own headings (`secrets`, by default `llm.prompts.PROMPT_SECRETS`). The fallback
-    text is checked too (it should pass by construction).
+    `llm.generate.Writer`); `numbers` (`llm.copying.NumberForms`) is passed on to it when given. An empty
+    reply counts as a failed attempt, and so does one that repeats the rules or the prompt's own headings
+    (`secrets`, by default `llm.prompts.PROMPT_SECRETS`). The fallback text is checked too (it should pass
+    by construction).
     """
     from llm.prompts import PROMPT_SECRETS, stricter_messages
 
@@ -253,7 +255,8 @@ def guarded_generate(
     rejected_all: list[str] = []
     current = list(messages)
     for attempt in range(retries + 1):
-        text = writer.generate(current, max_new_tokens, max_sentences).strip()
+        extra = {} if numbers is None else {"numbers": numbers}
+        text = writer.generate(current, max_new_tokens, max_sentences, **extra).strip()
         generations.append(text)
         result = check_numbers(text, facts, question=question)
         result.prompt_leak = leaks_prompt(text, secrets)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import os
 import threading
 from collections.abc import Iterator
@@ -19,6 +20,7 @@ import pytest
 import torch
 
 from llm.config import LLMConfigError, LLMSettings, parse_backend
+from llm.copying import NumberCopyProcessor, NumberForms
 from llm.facts import Fact, facts_sentence, format_fact
 from llm.generate import (
     ChatModelWriter,
@@ -317,6 +319,81 @@ def test_half_decode_linear_redoes_an_overflowing_row_in_float32() -> None:
     assert torch.isfinite(out).all() and torch.allclose(out, expected, rtol=1e-4)
 
 
+# --------------------------------------------------------------------------- number copying
+
+
+COPY_FACTS = [
+    Fact("stockout probability before the next delivery", 0.3979, "ratio"),
+    Fact("FOODS_3_586/TX_3 days of cover", 17.39, "days"),
+    Fact("what-if safety stock", 427.18, "units"),
+    Fact("forecast next 8 weeks, 90% interval high", 1633.38, "units"),
+    Fact("order by", "2016-05-07"),
+]
+
+
+def test_forms_follow_what_the_guard_accepts() -> None:
+    forms = NumberForms.from_facts(COPY_FACTS, codes_from=["Compare 85123A with FOODS_3_586/TX_3."])
+    assert {"0.3979", "0.398", "0.4"} <= forms.plain and "0" not in forms.plain  # keeps the leading digit
+    assert {"39.79", "39.8", "40"} <= forms.percent and "0.3979" not in forms.percent
+    assert {"427.18", "427.2", "427", "1633.38", "2016", "05", "5", "7"} <= forms.plain
+    assert "8" in forms.plain and "90" in forms.percent  # numbers in fact names
+    assert "3" not in forms.plain and "586" not in forms.plain  # identifier digits are no numbers
+    assert "85123" in forms.plain  # a product code's leading digits
+    assert "1" in forms.comma_prefixes and "163" not in forms.comma_prefixes  # 1,633.38
+    date_parts = {"2016", "05", "5", "07", "7"}  # of the order-by date: the guard takes them in a date
+    for form in forms.plain - date_parts - {"85123"}:  # every other plain form passes on its own
+        assert check_numbers(f"It is {form}.", COPY_FACTS).ok, form
+    assert check_numbers("Order by 2016-05-07.", COPY_FACTS).ok
+
+
+def _ids(tokenizer, text: str) -> list[int]:
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def test_processor_allows_only_continuations_of_a_form(loaded: LoadedModel) -> None:
+    tok = loaded.tokenizer
+    forms = NumberForms.from_facts(COPY_FACTS)
+    proc = NumberCopyProcessor(tok, forms, prompt_len=0)
+    digit = {d: _ids(tok, d)[0] for d in "0123456789"}
+
+    def ok(allowed: dict, token: int) -> bool:
+        for ids, flag in allowed.items():
+            if isinstance(ids, tuple) and token in ids:
+                return flag
+        return allowed["other"]
+
+    allowed = proc.allowed(_ids(tok, "a safety stock of 427.1"))
+    assert [d for d in "0123456789" if ok(allowed, digit[d])] == ["8"]
+    assert not allowed["other"]  # 427.1 is not 427.18 rounded: the number may not end here
+    allowed = proc.allowed(_ids(tok, "a safety stock of 427"))
+    assert allowed["other"] and ok(allowed, _ids(tok, ".")[0])
+    allowed = proc.allowed(_ids(tok, "a chance of 39.79"))
+    assert ok(allowed, _ids(tok, "%")[0]) and not allowed["other"]  # a percent form needs its "%"
+    allowed = proc.allowed(_ids(tok, "a chance of 0.3979"))
+    assert allowed["other"] and not ok(allowed, _ids(tok, "%")[0])  # a ratio is no percent
+    assert proc.allowed(_ids(tok, "store FOODS_3")) is None  # digits of an identifier are free
+    start = proc.allowed(_ids(tok, "about "))
+    assert not ok(start, digit["6"]) and ok(start, digit["4"])  # no form starts with 6
+
+
+def test_constrained_generation_writes_only_copied_numbers(loaded: LoadedModel) -> None:
+    """The bare 135M model invents numbers for this question; held to the facts (margin infinite, so
+    the constraint always applies) every number it writes is one of the forms."""
+    facts = [Fact("reorder point", 1633.38, "units"), Fact("safety stock", 427.18, "units")]
+    question = "What are the reorder point and the safety stock of 20724, and how much should I order?"
+    messages = build_messages(question, facts)
+    forms = NumberForms.from_facts(facts, codes_from=[m["content"] for m in messages])
+    writer = LocalWriter(loaded, max_new_tokens=48, threads=1, copy_margin=math.inf)
+    free = writer.generate(messages)
+    held = writer.generate(messages, numbers=forms)
+    written = [m for m in extract_numbers(held) if m.kind in ("number", "percent")]
+    assert written, held
+    allowed = forms.plain | forms.percent
+    assert all(m.text.replace(",", "") in allowed for m in written), held
+    assert not check_numbers(free, facts).ok  # without the constraint it made numbers up
+    assert check_numbers(held, facts).ok, held
+
+
 def test_backend_setting_is_parsed() -> None:
     assert parse_backend("bundled").kind == "bundled"
     remote = parse_backend("openai:qwen2.5:0.5b@http://127.0.0.1:11434/v1")
@@ -443,6 +520,10 @@ def test_guarded_generation_keeps_a_correct_answer(writer: LocalWriter) -> None:
     answer = guarded_generate(writer, build_messages(question, [ROP]), [ROP], question=question)
     assert not answer.fallback_used and answer.attempts == 1 and answer.ok
     assert "90" in answer.text and answer.numbers_checked >= 1 and answer.numbers_rejected == []
+    messages = build_messages(question, [ROP])
+    forms = NumberForms.from_facts([ROP], [question], [m["content"] for m in messages])
+    held = guarded_generate(writer, messages, [ROP], question=question, numbers=forms)
+    assert held.text == answer.text  # a correct copy is left as it was
 
 
 def test_guarded_generation_falls_back_when_the_model_invents_numbers(writer: LocalWriter) -> None:
