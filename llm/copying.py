@@ -139,20 +139,17 @@ class _Vocabulary:
     comma: tuple[int, ...]
     percent: tuple[int, ...]
     last_char: dict[int, str]
-    size: int
 
 
 @lru_cache(maxsize=4)
 def _vocabulary(tokenizer: Any) -> _Vocabulary:
-    size = len(tokenizer)
-    pieces = [tokenizer.decode([i]) for i in range(size)]
+    pieces = [tokenizer.decode([i]) for i in range(len(tokenizer))]
     return _Vocabulary(
         digits={i: p for i, p in enumerate(pieces) if len(p) == 1 and p in "0123456789"},
         dot=tuple(i for i, p in enumerate(pieces) if p == "."),
         comma=tuple(i for i, p in enumerate(pieces) if p == ","),
         percent=tuple(i for i, p in enumerate(pieces) if p.lstrip().startswith("%")),
         last_char={i: p[-1] for i, p in enumerate(pieces) if p},
-        size=size,
     )
 
 
@@ -210,9 +207,8 @@ class NumberCopyProcessor:
         before = run and lead == 0 and i >= 0 and v.last_char.get(ids[i], " ")
         if before and (before.isalnum() or before == "_"):
             return None  # digits inside an identifier
-        digit_ids = self.digit_ids
         if not run:
-            starts = tuple(t for d, t in digit_ids.items() if d not in self.first_digits)
+            starts = tuple(t for d, t in self.digit_ids.items() if d not in self.first_digits)
             before_char = v.last_char.get(ids[-1], " ") if ids else " "
             if before_char.isalnum() or before_char == "_":
                 return None
@@ -221,8 +217,8 @@ class NumberCopyProcessor:
         core = run.rstrip(".,").replace(",", "")
         norm = run.replace(",", "")
         out: dict[Any, bool] = {}
-        digits_ok = tuple(t for d, t in digit_ids.items() if norm + d in forms.prefixes)
-        digits_no = tuple(t for d, t in digit_ids.items() if norm + d not in forms.prefixes)
+        digits_ok = tuple(t for d, t in self.digit_ids.items() if norm + d in forms.prefixes)
+        digits_no = tuple(t for d, t in self.digit_ids.items() if norm + d not in forms.prefixes)
         out[digits_ok], out[digits_no] = True, False
         if sep:
             out[v.dot] = out[v.comma] = False
