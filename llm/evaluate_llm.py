@@ -2,8 +2,9 @@
 
 Each system answers every test prompt twice over: raw (what the writer produced, less an unfinished last
 sentence when the token limit cut it off) and guarded (what the user sees after `llm.guard.guarded_generate`
-with the assistant's settings: its retries, numbers in text-valued facts allowed, else the template
-fallback). Metrics, per system and for both raw and guarded text:
+with the assistant's settings: its retries, number copying (`llm.copying`, when
+`STOCKPILOT_LLM_COPY_NUMBERS` is on; raw text is never steered), numbers in text-valued facts allowed,
+else the template fallback). Metrics, per system and for both raw and guarded text:
 
 - ROUGE-1/2/L F1 against the reference (`rouge-score`, stemmed).
 - Number precision: share of the numbers in the answer that match a fact (the guard's matching, within the
@@ -17,7 +18,8 @@ fallback). Metrics, per system and for both raw and guarded text:
   the guard's fallback rate.
 
 Generations are cached under `<home>/eval/generations.jsonl` keyed by model, adapter hash, prompt and token
-limit, so a later run (e.g. after training a new adapter) regenerates only what changed.
+limit (and the copying forms and margin), so a later run (e.g. after training a new adapter) regenerates
+only what changed.
 """
 
 from __future__ import annotations
@@ -213,8 +215,11 @@ class CachedWriter:
 
 
 def hash_forms(forms: Any) -> str:
-    """A short digest of `NumberForms`, so constrained generations are cached apart."""
-    blob = json.dumps([sorted(forms.plain), sorted(forms.percent)])
+    """A short digest of `NumberForms` and the copying margin, so constrained generations are cached
+    apart."""
+    from llm.copying import MARGIN
+
+    blob = json.dumps([sorted(forms.plain), sorted(forms.percent), MARGIN])
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:12]
 
 
