@@ -360,9 +360,8 @@ class Assistant:
             yield {"type": "token", "text": text}
         else:
             numbers = self._numbers(prepared)
-            extra = {} if numbers is None else {"numbers": numbers}
             with self.writer.stream(
-                prepared.messages, self.max_new_tokens, self.max_sentences, **extra
+                prepared.messages, self.max_new_tokens, self.max_sentences, numbers=numbers
             ) as chunks:
                 for chunk in chunks:
                     yield {"type": "token", "text": chunk}

@@ -44,8 +44,7 @@ class LLMSettings(BaseSettings):
       adapter's 108 eval-llm examples the fallback rate / raw number precision were 13.9% / 0.956 in
       float32, 20.4% / 0.944 in `mixed` (its bfloat16 rounding flips some copied digits) and 15.7% / 0.956
       in `mixed-float16`, which also decoded fastest (20 tokens/s against 12 in float32); the guard keeps
-      the numbers right in all. Adapters are merged
-      in float32 first; training is float32.
+      the numbers right in all. Adapters are merged in float32 first; training is float32.
     - `STOCKPILOT_LLM_COPY_NUMBERS`: `true` (default) lets a local model write only numbers copied from
       the facts it was given (`llm.copying`); the guard still checks every answer.
     """

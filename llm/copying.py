@@ -11,12 +11,12 @@ facts' names, sources and text values. The guard still checks every answer: this
 fallback for slips of the pen, it does not decide which fact a number belongs to.
 
 Digits glued to a letter or an underscore ("FOODS_3_090", "Q4") belong to identifiers and are left
-alone; product codes written on their own ("85123A", "23166") may be any code the prompt holds.
+alone; a product code that starts with digits ("85123A") may be any such code the prompt holds. A code of
+digits only ("23166") is a number to the guard, so it must come from the facts like any other.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -58,8 +58,7 @@ def _literal_forms(text: str) -> tuple[set[str], set[str]]:
     percent: set[str] = set()
     for mention in extract_numbers(text):
         if mention.kind == "date":
-            plain |= {str(p) for p in (mention.year, mention.month, mention.day) if p is not None}
-            plain |= {f"{p:02d}" for p in (mention.month, mention.day) if p is not None}
+            plain |= _date_parts(mention.year, mention.month, mention.day)
         elif mention.value is not None and mention.kind != "word":
             form = _decimal(mention.value)
             (percent if mention.kind == "percent" else plain).add(form)
@@ -89,7 +88,7 @@ class NumberForms:
             texts.append(f"{fact.name} {fact.source or ''}")
             number, date, kind = fact.number, fact.date, fact.unit_kind
             if date is not None:
-                plain |= _date_forms(date)
+                plain |= _date_parts(date.year, date.month, date.day)
             elif number is not None:
                 if kind == "ratio":
                     plain |= _roundings(number)
@@ -126,8 +125,13 @@ class NumberForms:
         return frozenset(out)
 
 
-def _date_forms(date: dt.date) -> set[str]:
-    return {str(date.year), str(date.month), f"{date.month:02d}", str(date.day), f"{date.day:02d}"}
+def _date_parts(year: int | None, month: int | None, day: int | None) -> set[str]:
+    """How a date's parts may be written: the year, and the month and day with or without a leading 0."""
+    parts = {str(year)} if year is not None else set()
+    for part in (month, day):
+        if part is not None:
+            parts |= {str(part), f"{part:02d}"}
+    return parts
 
 
 @dataclass(frozen=True)

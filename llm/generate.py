@@ -331,10 +331,9 @@ class LocalWriter(Writer):
             stopping_criteria=StoppingCriteriaList(),
         )
         prompt_len = int(inputs["input_ids"].shape[1])
-        if numbers is not None:
-            kwargs["logits_processor"] = LogitsProcessorList(
-                copy_constraint(self.tokenizer, numbers, prompt_len, self.copy_margin)
-            )
+        kwargs["logits_processor"] = LogitsProcessorList(
+            copy_constraint(self.tokenizer, numbers, prompt_len, self.copy_margin)
+        )
         if max_sentences:
             kwargs["stopping_criteria"].append(_SentenceLimit(self.tokenizer, prompt_len, max_sentences))
         if self.repetition_penalty:
